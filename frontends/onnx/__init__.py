@@ -1,0 +1,2 @@
+"""ONNX frontend: importer (ONNX -> Graph), exporter (Graph -> ONNX) and the onnx.backend adapter."""
+from .importer import import_model  # noqa: F401

@@ -1,0 +1,2 @@
+"""Ops of the control family."""
+from __future__ import annotations

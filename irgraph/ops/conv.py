@@ -1,0 +1,2 @@
+"""Ops of the conv family."""
+from __future__ import annotations

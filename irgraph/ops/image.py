@@ -1,0 +1,2 @@
+"""Ops of the image family."""
+from __future__ import annotations

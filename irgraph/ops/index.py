@@ -1,0 +1,2 @@
+"""Ops of the index family."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""Ops of the loss family."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""Ops of the normalization family."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""Ops of the quant family."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""Ops of the random family."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""Ops of the reduction family."""
+from __future__ import annotations

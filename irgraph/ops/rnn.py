@@ -1,0 +1,2 @@
+"""Ops of the rnn family."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""Ops of the signal family."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""Ops of the text family."""
+from __future__ import annotations

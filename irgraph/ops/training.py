@@ -1,0 +1,2 @@
+"""Ops of the training family."""
+from __future__ import annotations
