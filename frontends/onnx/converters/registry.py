@@ -29,6 +29,10 @@ def converter(op_type: str, domain: str = "", since: int = 1):
 
 def find_converter(domain: str, op_type: str, opset: int) -> Callable | None:
     domain = DOMAIN_ALIASES.get(domain, domain)
+    if domain == "ai.irgraph":
+        from irgraph.ops.registry import has_op
+        from .irgraph_domain import convert_core_op
+        return convert_core_op if has_op(op_type) else None
     best = None
     for since, fn in _CONVERTERS.get((domain, op_type), ()):
         if since <= opset:

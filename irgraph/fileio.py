@@ -1,0 +1,56 @@
+"""Files users give us and files we write for them: atomic writes and safe array loading."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import InputError, IrgraphError
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)`` on a temp file beside ``path`` and rename it into place, so an
+    interrupted write never leaves a half-written file where a good one was."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise IrgraphError(f"cannot write {str(path)!r}: folder {str(parent)!r} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    atomic_write(path, write)
+
+
+def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Arrays from ``.npz`` (by key) or ``.npy`` (one array, key ``""``); pickles are refused."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"input file {str(p)!r} does not exist")
+    try:
+        if p.suffix == ".npy":
+            return {"": np.load(p, allow_pickle=False)}
+        with np.load(p, allow_pickle=False) as z:
+            if not hasattr(z, "files"):
+                return {"": np.asarray(z)}
+            return {k: z[k] for k in z.files}
+    except ValueError as e:
+        raise InputError(f"cannot read {str(p)!r}: {e} (object arrays/pickles are not accepted)") from None
+    except Exception as e:
+        raise InputError(f"cannot read {str(p)!r} as .npz/.npy: {e}") from None

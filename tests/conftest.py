@@ -1,0 +1,30 @@
+"""Shared test setup: the in-code model builders (``models``) and the ONNX node-case runner
+(``node_cases``) are importable by name; the ``gpu`` marker skips without a CUDA device."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+for _p in (_HERE, os.path.join(_HERE, "frontends", "onnx")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+
+def _have_gpu() -> bool:
+    try:
+        import pycuda.driver as drv  # type: ignore
+        drv.init()
+        return drv.Device.count() > 0
+    except Exception:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if any("gpu" in it.keywords for it in items) and not _have_gpu():
+        skip = pytest.mark.skip(reason="needs a CUDA device (pycuda found none)")
+        for it in items:
+            if "gpu" in it.keywords:
+                it.add_marker(skip)
