@@ -107,6 +107,11 @@ def cmd_run(args) -> int:
     from .api import compile as compile_model
     from .fileio import load_arrays, save_npz
     from .random_inputs import random_inputs
+    if args.output:
+        import os
+        parent = os.path.dirname(os.path.abspath(args.output))
+        if not os.path.isdir(parent):
+            raise InputError(f"cannot write {args.output!r}: folder {parent!r} does not exist")
     g = _load(args.model)
     model = compile_model(g, target=args.target)
     types = dict(zip(model.input_names, model.input_types))

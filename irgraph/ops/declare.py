@@ -90,4 +90,5 @@ def elementwise(name: str, nin: int, *, scalar: Callable | None = None,
     return register(OpDef(
         name=name, infer=infer, reference=typed_ref, attrs=attrs, inputs=(nin, nin),
         kind="elementwise", grad=grad, differentiable=differentiable, scalar=scalar, doc=doc,
+        dtypes=tuple(dtypes),
     ))

@@ -1,14 +1,28 @@
-"""Linear algebra: matmul (numpy semantics, batched), and friends."""
+"""Linear algebra: matmul (numpy semantics, batched), einsum, det."""
 from __future__ import annotations
 
 import numpy as np
 
-from .declare import FLOAT_TYPES, INT_TYPES
-from .registry import OpDef, register
-from .shapes import broadcast_shapes, out, same_dtype
+from .. import dtype as dt
 from ..types import is_static_dim
+from .declare import FLOAT_TYPES, INT_TYPES
+from .registry import Attr, OpDef, register
+from .shapes import broadcast_shapes, out, same_dtype
+
+# numpy has no fast (BLAS) kernels for these; they are computed in float32 and rounded back,
+# which is also how accelerators accumulate half-precision products.
+_HALF_TYPES = (np.dtype(np.float16), dt.bfloat16.np)
 
 
+def _widen(*arrays):
+    """Arrays in a dtype numpy computes products in quickly and accurately, and the dtype to return."""
+    odt = arrays[0].dtype
+    if odt in _HALF_TYPES:
+        return [a.astype(np.float32) for a in arrays], odt
+    return list(arrays), odt
+
+
+# ---- matmul --------------------------------------------------------------------------------
 def _matmul_infer(ctx):
     a, b = ctx.types
     dtype = same_dtype(ctx)
@@ -32,8 +46,175 @@ def _matmul_infer(ctx):
     return [out(tuple(shape), dtype)]
 
 
+def _matmul_ref(ins, a):
+    (x, y), odt = _widen(np.asarray(ins[0]), np.asarray(ins[1]))
+    return np.asarray(np.matmul(x, y)).astype(odt, copy=False)
+
+
 register(OpDef(
     "matmul", infer=_matmul_infer, inputs=(2, 2), kind="contraction", differentiable=True,
-    reference=lambda ins, a: np.matmul(ins[0], ins[1]),
+    reference=_matmul_ref,
     doc="numpy matmul: batched, broadcasting, 1-D operands promoted",
+))
+
+
+# ---- einsum --------------------------------------------------------------------------------
+_ELLIPSIS = "."  # one token stands for the whole '...' of a term
+
+
+def _split_term(term: str, fail):
+    """'a...bc' -> ['a', '.', 'b', 'c']."""
+    tokens, i = [], 0
+    while i < len(term):
+        if term.startswith("...", i):
+            if _ELLIPSIS in tokens:
+                fail(f"einsum term {term!r} has more than one ellipsis")
+            tokens.append(_ELLIPSIS)
+            i += 3
+            continue
+        c = term[i]
+        if not c.isalpha():
+            fail(f"einsum term {term!r} has a character {c!r} that is not a letter or '...'")
+        tokens.append(c)
+        i += 1
+    return tokens
+
+
+def parse_einsum(equation: str, ranks, fail=None):
+    """Parse an einsum equation for inputs of the given ranks (None = unknown).
+
+    Returns ``(terms, output)``: for each input a list of labels (ellipsis dims become the
+    labels ``'0'``, ``'1'``, … counted from the right-aligned broadcast batch), and the
+    output's labels. ``fail(msg)`` raises; the default raises ShapeError.
+    """
+    if fail is None:
+        def fail(msg):
+            from ..errors import ShapeError
+            raise ShapeError(msg, op="einsum")
+    eq = equation.replace(" ", "")
+    if "->" in eq:
+        lhs, rhs = eq.split("->", 1)
+        explicit = True
+    else:
+        lhs, rhs, explicit = eq, "", False
+    in_terms = lhs.split(",")
+    if len(in_terms) != len(ranks):
+        fail(f"equation {equation!r} has {len(in_terms)} input terms but the op has {len(ranks)} inputs")
+    toks = [_split_term(t, fail) for t in in_terms]
+    ell_rank = 0
+    for t, r in zip(toks, ranks):
+        letters = len([c for c in t if c != _ELLIPSIS])
+        if r is None:
+            if _ELLIPSIS in t:
+                return None, None  # ellipsis width unknown: cannot label the dims
+            continue
+        if _ELLIPSIS in t:
+            if r < letters:
+                fail(f"einsum term {''.join(t)!r} names {letters} dims but its input has rank {r}")
+            ell_rank = max(ell_rank, r - letters)
+        elif r != letters:
+            fail(f"einsum term {''.join(t).replace(_ELLIPSIS, '...')!r} names {letters} dims "
+                 f"but its input has rank {r}")
+    ell_labels = [str(i) for i in range(ell_rank)]
+    terms = []
+    for t, r in zip(toks, ranks):
+        labels = []
+        for c in t:
+            if c == _ELLIPSIS:
+                n = r - (len(t) - 1)
+                labels.extend(ell_labels[ell_rank - n:])
+            else:
+                labels.append(c)
+        terms.append(labels)
+    if explicit:
+        otoks = _split_term(rhs, fail)
+        output = []
+        for c in otoks:
+            if c == _ELLIPSIS:
+                output.extend(ell_labels)
+            else:
+                if c in output:
+                    fail(f"output label {c!r} repeated in einsum equation {equation!r}")
+                if not any(c in t for t in toks):
+                    fail(f"output label {c!r} of einsum equation {equation!r} is not in any input")
+                output.append(c)
+    else:
+        counts: dict[str, int] = {}
+        for t in toks:
+            for c in t:
+                if c != _ELLIPSIS:
+                    counts[c] = counts.get(c, 0) + 1
+        output = ell_labels + sorted(c for c, n in counts.items() if n == 1)
+    return terms, output
+
+
+def _einsum_infer(ctx):
+    dtype = same_dtype(ctx)
+    if dtype not in FLOAT_TYPES + INT_TYPES:
+        ctx.fail("unsupported dtype", input=0, expected="a float or integer type", actual=dtype.name)
+    types = ctx.types
+    terms, output = parse_einsum(ctx.attrs["equation"], [t.rank for t in types], ctx.fail)
+    if terms is None or any(t.shape is None for t in types):
+        if output is not None:
+            return [out(tuple(ctx.fresh("einsum") for _ in output), dtype)]
+        return [out(None, dtype)]
+    dims: dict[str, list] = {}
+    for t, labels in zip(types, terms):
+        for lab, d in zip(labels, t.shape):
+            dims.setdefault(lab, []).append(d)
+    sizes = {}
+    for lab, ds in dims.items():
+        static = {d for d in ds if is_static_dim(d)}
+        big = static - {1}
+        if len(big) > 1:
+            ctx.fail(f"label {lab!r} has inconsistent sizes {sorted(static)}" if lab.isalpha()
+                     else f"ellipsis dims do not broadcast: sizes {sorted(static)}")
+        if big:
+            sizes[lab] = big.pop()
+        else:
+            syms = [d for d in ds if not is_static_dim(d)]
+            sizes[lab] = syms[0] if syms else 1
+    return [out(tuple(sizes[lab] for lab in output), dtype)]
+
+
+def _einsum_ref(ins, a):
+    arrays = [np.asarray(x) for x in ins]
+    xs, odt = _widen(*arrays)
+    eq = a["equation"].replace(" ", "")
+    res = np.einsum(eq, *xs, optimize=len(xs) > 2)
+    return np.asarray(res).astype(odt, copy=False)
+
+
+register(OpDef(
+    "einsum", infer=_einsum_infer, reference=_einsum_ref, inputs=(1, None), kind="contraction",
+    attrs={"equation": Attr("str", doc="numpy/ONNX einsum equation, e.g. 'bij,bjk->bik'")},
+    differentiable=True,
+    doc="Einstein summation over any number of inputs (ellipsis, implicit output, diagonals)",
+))
+
+
+# ---- det -----------------------------------------------------------------------------------
+def _det_infer(ctx):
+    x = ctx.type(0)
+    if x.dtype not in FLOAT_TYPES:
+        ctx.fail("unsupported dtype", input=0, expected="a float type", actual=x.dtype.name)
+    if x.shape is None:
+        return [out(None, x.dtype)]
+    if len(x.shape) < 2:
+        ctx.fail("det needs a (..., M, M) input", input=0, expected="rank >= 2", actual=len(x.shape))
+    m, n = x.shape[-2:]
+    if is_static_dim(m) and is_static_dim(n) and m != n:
+        ctx.fail("det needs square matrices", input=0, expected=f"(..., {m}, {m})", actual=x.shape)
+    return [out(x.shape[:-2], x.dtype)]
+
+
+def _det_ref(ins, a):
+    x = np.asarray(ins[0])
+    wide = x.astype(np.float64) if x.dtype != np.float64 else x
+    return np.asarray(np.linalg.det(wide)).astype(x.dtype)
+
+
+register(OpDef(
+    "det", infer=_det_infer, reference=_det_ref, kind="other", differentiable=True,
+    doc="determinant of each (M, M) matrix in the trailing two dims",
 ))

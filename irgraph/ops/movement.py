@@ -6,12 +6,65 @@ compile time (constants, or values the importer could compute) and makes symbols
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from .. import dtype as dt
+from ..errors import ShapeError
 from ..types import is_static_dim
 from .registry import Attr, OpDef, register
-from .shapes import out, shape_numel
+from .shapes import broadcast_shapes, normalize_axes, normalize_axis, out, shape_numel
+
+
+def _raise(msg):
+    raise ShapeError(msg)
+
+
+def _fail(ctx, msg, **kw):
+    """Report through the inference context when there is one (names node and op), else raise."""
+    if ctx is not None:
+        ctx.fail(msg, **kw)
+    raise ShapeError(msg)
+
+
+def _ints(a) -> list[int]:
+    return [int(v) for v in np.asarray(a).reshape(-1)]
+
+
+def _check_int_vector(ctx, i: int, what: str, scalar_ok: bool = False):
+    """Input ``i`` must be an int64 vector (or scalar where allowed); returns its static length."""
+    t = ctx.type(i)
+    if t is None:
+        return None
+    if t.dtype is not dt.int64:
+        ctx.fail(f"{what} must be int64", input=i, expected="int64", actual=t.dtype.name)
+    if t.shape is None:
+        return None
+    if len(t.shape) == 0 and scalar_ok:
+        return 1
+    if len(t.shape) != 1:
+        ctx.fail(f"{what} must be a 1-D tensor", input=i, expected="rank 1", actual=f"rank {len(t.shape)}")
+    n = t.shape[0]
+    return n if is_static_dim(n) else None
+
+
+def _data_type(ctx):
+    x = ctx.type(0)
+    if x is None:
+        ctx.fail("missing data input", input=0)
+    return x
+
+
+def _dims_product(dims):
+    """A product of dims as (static factor, multiset of symbols)."""
+    n, syms = 1, Counter()
+    for d in dims:
+        if is_static_dim(d):
+            n *= int(d)
+        else:
+            syms[d] += 1
+    return n, syms
 
 
 # ---- reshape -------------------------------------------------------------------------------
@@ -19,34 +72,48 @@ def _reshape_target(in_shape, spec, allowzero, ctx=None):
     spec = [int(s) for s in spec]
     res = []
     for i, s in enumerate(spec):
+        if s < -1:
+            _fail(ctx, f"target shape {tuple(spec)} has the negative entry {s}")
         if s == 0 and not allowzero:
+            if in_shape is None and ctx is not None:
+                res.append(ctx.fresh("reshape"))
+                continue
             if in_shape is None or i >= len(in_shape):
-                (ctx.fail if ctx else _raise)(f"shape entry {i} is 0 (copy) but the input has rank "
-                                              f"{None if in_shape is None else len(in_shape)}")
+                _fail(ctx, f"shape entry {i} is 0 (copy) but the input has rank "
+                           f"{None if in_shape is None else len(in_shape)}")
             res.append(in_shape[i])
         else:
             res.append(s)
     if res.count(-1) > 1:
-        (ctx.fail if ctx else _raise)(f"target shape {tuple(spec)} has more than one -1")
+        _fail(ctx, f"target shape {tuple(spec)} has more than one -1")
+    if in_shape is None:
+        if -1 in res:
+            res[res.index(-1)] = ctx.fresh("reshape")
+        return tuple(res)
+    total_n, total_s = _dims_product(in_shape)
     if -1 in res:
-        known = shape_numel([d for d in res if d != -1])
-        total = shape_numel(in_shape) if in_shape is not None else None
-        if known is None or total is None:
+        known_n, known_s = _dims_product([d for d in res if d != -1])
+        left = total_s - known_s
+        if known_s - total_s:
+            # symbols of the target not found in the input: nothing can be cancelled
             res[res.index(-1)] = ctx.fresh("reshape") if ctx else -1
+        elif known_n == 0 or total_n % known_n:
+            if not left:
+                _fail(ctx, f"cannot reshape {tuple(in_shape)} into {tuple(spec)}")
+            res[res.index(-1)] = ctx.fresh("reshape") if ctx else -1
+        elif not left:
+            res[res.index(-1)] = total_n // known_n
+        elif total_n // known_n == 1 and sum(left.values()) == 1:
+            # [batch, 3, 4] -> [-1, 12] keeps the batch symbol
+            res[res.index(-1)] = next(iter(left))
         else:
-            if known == 0 or total % known:
-                (ctx.fail if ctx else _raise)(f"cannot reshape {tuple(in_shape)} into {tuple(spec)}")
-            res[res.index(-1)] = total // known
+            res[res.index(-1)] = ctx.fresh("reshape") if ctx else -1
     else:
-        a, b = shape_numel(in_shape) if in_shape is not None else None, shape_numel(res)
-        if a is not None and b is not None and a != b:
-            (ctx.fail if ctx else _raise)(f"cannot reshape {tuple(in_shape)} ({a} elements) into {tuple(spec)} ({b} elements)")
+        out_n, out_s = _dims_product(res)
+        if total_s == out_s and total_n != out_n:
+            _fail(ctx, f"cannot reshape {tuple(in_shape)} ({total_n} elements) into {tuple(spec)} "
+                       f"({out_n} elements)")
     return tuple(res)
-
-
-def _raise(msg):
-    from ..errors import ShapeError
-    raise ShapeError(msg)
 
 
 def _reshape_infer(ctx):
@@ -72,4 +139,683 @@ register(OpDef(
     attrs={"allowzero": Attr("int", 0, "a 0 in shape means size 0, not 'copy the input dim'")},
     differentiable=True,
     doc="reshape(x, shape): -1 infers one dim; 0 copies the input dim unless allowzero",
+))
+
+
+# ---- transpose -----------------------------------------------------------------------------
+def _perm(perm, rank, ctx=None):
+    if perm is None:
+        return tuple(range(rank - 1, -1, -1))
+    perm = tuple(int(p) for p in perm)
+    if sorted(perm) != list(range(rank)):
+        _fail(ctx, f"perm {perm} is not a permutation of the {rank} axes",
+              expected=f"a permutation of {tuple(range(rank))}", actual=perm)
+    return perm
+
+
+def _transpose_infer(ctx):
+    x = _data_type(ctx)
+    perm = ctx.attrs["perm"]
+    if x.shape is None:
+        return [out(None if perm is None else tuple(ctx.fresh("transpose") for _ in perm), x.dtype)]
+    p = _perm(perm, len(x.shape), ctx)
+    return [out(tuple(x.shape[i] for i in p), x.dtype)]
+
+
+register(OpDef(
+    "transpose", infer=_transpose_infer, kind="movement", differentiable=True,
+    attrs={"perm": Attr("ints", None, "output axis i is input axis perm[i]; default reverses")},
+    reference=lambda ins, a: np.transpose(ins[0], _perm(a["perm"], ins[0].ndim)),
+    doc="permute axes (numpy transpose)",
+))
+
+
+# ---- slice ---------------------------------------------------------------------------------
+# An end at or beyond this is "to the end" for a dim of unknown size (ONNX suggests INT_MAX).
+_TO_END = 2 ** 31 - 1
+
+
+def _slice_dim(dim: int, start: int, end: int, step: int):
+    """ONNX Slice bounds on one axis: (start, python stop or None, length)."""
+    if step > 0:
+        start = min(max(start + dim if start < 0 else start, 0), dim)
+        end = min(max(end + dim if end < 0 else end, 0), dim)
+        n = max(0, -(-(end - start) // step))
+    else:
+        start = min(max(start + dim if start < 0 else start, 0), dim - 1)
+        end = min(max(end + dim if end < 0 else end, -1), dim - 1)
+        n = max(0, -(-(start - end) // -step)) if dim > 0 else 0
+    # a stop of -1 for a negative step means "through index 0", which Python spells None
+    return start, (end if end >= 0 else None), n
+
+
+def _slice_args(rank, starts, ends, axes, steps, ctx=None):
+    starts, ends = _ints(starts), _ints(ends)
+    if len(starts) != len(ends):
+        _fail(ctx, "starts and ends differ in length", expected=len(starts), actual=len(ends))
+    axes = list(range(len(starts))) if axes is None else _ints(axes)
+    steps = [1] * len(starts) if steps is None else _ints(steps)
+    if len(axes) != len(starts) or len(steps) != len(starts):
+        _fail(ctx, "starts, ends, axes and steps must have one entry per sliced axis",
+              expected=len(starts), actual=(len(axes), len(steps)))
+    axes = normalize_axes(axes, rank, ctx) if ctx is not None else normalize_axes(axes, rank)
+    if any(s == 0 for s in steps):
+        _fail(ctx, "slice steps must not be 0", actual=tuple(steps))
+    return list(zip(axes, starts, ends, steps))
+
+
+def _slice_infer(ctx):
+    x = _data_type(ctx)
+    for i, what in ((1, "starts"), (2, "ends"), (3, "axes"), (4, "steps")):
+        if ctx.has(i):
+            _check_int_vector(ctx, i, what)
+    if x.shape is None:
+        return [out(None, x.dtype)]
+    rank = len(x.shape)
+    vals = [ctx.const(i) if ctx.has(i) else None for i in range(1, 5)]
+    known = all(v is not None for v in vals[:2]) and (not ctx.has(3) or vals[2] is not None) \
+        and (not ctx.has(4) or vals[3] is not None)
+    shape = list(x.shape)
+    if not known:
+        if ctx.has(3) and vals[2] is not None:
+            for a in normalize_axes(_ints(vals[2]), rank, ctx):
+                shape[a] = ctx.fresh("slice")
+            return [out(tuple(shape), x.dtype)]
+        return [out(tuple(ctx.fresh("slice") for _ in shape), x.dtype)]
+    for a, s, e, st in _slice_args(rank, *vals, ctx=ctx):
+        d = shape[a]
+        if is_static_dim(d):
+            shape[a] = _slice_dim(d, s, e, st)[2]
+        elif not ((st == 1 and s == 0 and e >= _TO_END) or (st == -1 and s == -1 and e <= -_TO_END)):
+            shape[a] = ctx.fresh("slice")
+    return [out(tuple(shape), x.dtype)]
+
+
+def _slice_ref(ins, a):
+    x = ins[0]
+    args = list(ins[1:]) + [None] * (5 - len(ins))
+    index = [slice(None)] * x.ndim
+    for ax, s, e, st in _slice_args(x.ndim, *args):
+        start, stop, _ = _slice_dim(x.shape[ax], s, e, st)
+        index[ax] = slice(start, stop, st)
+    return x[tuple(index)]
+
+
+register(OpDef(
+    "slice", infer=_slice_infer, reference=_slice_ref, inputs=(3, 5), kind="movement",
+    differentiable=True,
+    doc="slice(x, starts, ends, axes?, steps?): ONNX Slice (clamped bounds, negative steps)",
+))
+
+
+# ---- concat --------------------------------------------------------------------------------
+def _concat_infer(ctx):
+    types = ctx.types
+    if any(t is None for t in types):
+        ctx.fail("concat inputs must all be present")
+    dtype = types[0].dtype
+    for i, t in enumerate(types):
+        if t.dtype is not dtype:
+            ctx.fail("inputs must share one dtype", input=i, expected=dtype.name, actual=t.dtype.name)
+    known = [t.shape for t in types if t.shape is not None]
+    if not known:
+        return [out(None, dtype)]
+    rank = len(known[0])
+    if rank == 0:
+        ctx.fail("cannot concatenate scalars", input=0, expected="rank >= 1", actual="rank 0")
+    for i, t in enumerate(types):
+        if t.shape is not None and len(t.shape) != rank:
+            ctx.fail("inputs must have the same rank", input=i, expected=rank, actual=len(t.shape))
+    axis = normalize_axis(ctx.attrs["axis"], rank, ctx)
+    shape = []
+    for k in range(rank):
+        dims = [s[k] for s in known]
+        if k == axis:
+            if len(known) == len(types) and all(is_static_dim(d) for d in dims):
+                shape.append(sum(dims))
+            else:
+                shape.append(ctx.fresh("concat"))
+            continue
+        static = {d for d in dims if is_static_dim(d)}
+        if len(static) > 1:
+            ctx.fail(f"inputs differ in dimension {k} (only axis {axis} may differ)",
+                     expected=min(static), actual=max(static))
+        shape.append(static.pop() if static else dims[0])
+    return [out(tuple(shape), dtype)]
+
+
+register(OpDef(
+    "concat", infer=_concat_infer, inputs=(1, None), kind="movement", differentiable=True,
+    attrs={"axis": Attr("int")},
+    reference=lambda ins, a: np.concatenate(ins, axis=a["axis"]),
+    doc="join tensors along an existing axis",
+))
+
+
+# ---- split ---------------------------------------------------------------------------------
+def _even_split(dim: int, n: int, ctx=None) -> list[int]:
+    """ONNX's equal split: parts of ceil(dim / n), the last one smaller."""
+    if n <= 0:
+        _fail(ctx, f"cannot split into {n} parts")
+    chunk = -(-dim // n)
+    last = dim - chunk * (n - 1)
+    if last < 0:
+        _fail(ctx, f"a dimension of {dim} cannot be split into {n} parts of {chunk} with a smaller last part",
+              expected=f"at most {dim // chunk + (dim % chunk > 0) if chunk else dim} outputs", actual=n)
+    return [chunk] * (n - 1) + [last]
+
+
+def _split_infer(ctx):
+    x = _data_type(ctx)
+    nattr = ctx.attrs["num_outputs"]
+    sizes = None
+    if ctx.has(1):
+        count = _check_int_vector(ctx, 1, "split sizes")
+        sizes = ctx.const(1)
+        if sizes is not None:
+            sizes = _ints(sizes)
+            count = len(sizes)
+            if any(s < 0 for s in sizes):
+                ctx.fail("split sizes must be >= 0", input=1, actual=tuple(sizes))
+        if count is None:
+            count = ctx.num_outputs
+        if count is None:
+            ctx.fail("the number of outputs is unknown: the split sizes have unknown length", input=1)
+        if nattr is not None and nattr != count:
+            ctx.fail("num_outputs and the split sizes disagree", expected=nattr, actual=count)
+    else:
+        if nattr is None:
+            ctx.fail("split needs split sizes or the num_outputs attribute")
+        count = nattr
+    if ctx.num_outputs is not None and ctx.num_outputs != count:
+        ctx.fail("wrong number of outputs", expected=count, actual=ctx.num_outputs)
+    if x.shape is None:
+        return [out(None, x.dtype) for _ in range(count)]
+    if len(x.shape) == 0:
+        ctx.fail("cannot split a scalar", input=0)
+    axis = normalize_axis(ctx.attrs["axis"], len(x.shape), ctx)
+    d = x.shape[axis]
+    if sizes is None and is_static_dim(d) and not ctx.has(1):
+        sizes = _even_split(d, count, ctx)
+    if sizes is not None and is_static_dim(d) and sum(sizes) != d:
+        ctx.fail(f"split sizes {tuple(sizes)} do not add up to dimension {axis}", input=1,
+                 expected=d, actual=sum(sizes))
+    res = []
+    for k in range(count):
+        shape = list(x.shape)
+        shape[axis] = sizes[k] if sizes is not None else ctx.fresh("split")
+        res.append(out(tuple(shape), x.dtype))
+    return res
+
+
+def _split_ref(ins, a):
+    x = ins[0]
+    axis = normalize_axis(a["axis"], x.ndim)
+    if len(ins) > 1 and ins[1] is not None:
+        sizes = _ints(ins[1])
+        if sum(sizes) != x.shape[axis]:
+            _raise(f"split sizes {tuple(sizes)} do not add up to {x.shape[axis]}")
+    else:
+        sizes = _even_split(x.shape[axis], a["num_outputs"])
+    return tuple(np.split(x, np.cumsum(sizes)[:-1], axis=axis))
+
+
+register(OpDef(
+    "split", infer=_split_infer, reference=_split_ref, inputs=(1, 2), kind="movement",
+    differentiable=True, variadic_outputs=True,
+    attrs={"axis": Attr("int", 0),
+           "num_outputs": Attr("int", None, "equal parts (the last smaller) when no sizes are given")},
+    doc="split(x, sizes?): cut along axis into parts of the given sizes or num_outputs equal parts",
+))
+
+
+# ---- squeeze / unsqueeze --------------------------------------------------------------------
+def _squeeze_infer(ctx):
+    x = _data_type(ctx)
+    if ctx.has(1):
+        n = _check_int_vector(ctx, 1, "axes", scalar_ok=True)
+        axes = ctx.const(1)
+        if axes is None:
+            if x.shape is None or n is None:
+                return [out(None, x.dtype)]
+            return [out(tuple(ctx.fresh("squeeze") for _ in range(len(x.shape) - n)), x.dtype)]
+        if x.shape is None:
+            return [out(None, x.dtype)]
+        axes = normalize_axes(_ints(axes), len(x.shape), ctx)
+        for a in axes:
+            d = x.shape[a]
+            if is_static_dim(d) and d != 1:
+                ctx.fail(f"cannot squeeze axis {a} of size {d}", input=0, expected=1, actual=d)
+        return [out(tuple(d for i, d in enumerate(x.shape) if i not in axes), x.dtype)]
+    if x.shape is None or not all(is_static_dim(d) for d in x.shape):
+        # a symbolic dim may or may not be 1, so even the rank is unknown
+        return [out(None, x.dtype)]
+    return [out(tuple(d for d in x.shape if d != 1), x.dtype)]
+
+
+def _squeeze_ref(ins, a):
+    x = ins[0]
+    if len(ins) > 1 and ins[1] is not None:
+        axes = normalize_axes(_ints(ins[1]), x.ndim)
+        bad = [ax for ax in axes if x.shape[ax] != 1]
+        if bad:
+            _raise(f"cannot squeeze axes {bad} of shape {x.shape}")
+        return x.reshape(tuple(d for i, d in enumerate(x.shape) if i not in axes))
+    return x.reshape(tuple(d for d in x.shape if d != 1))
+
+
+register(OpDef(
+    "squeeze", infer=_squeeze_infer, reference=_squeeze_ref, inputs=(1, 2), kind="movement",
+    differentiable=True,
+    doc="squeeze(x, axes?): drop size-1 axes (all of them when axes is absent)",
+))
+
+
+def _unsqueeze_shape(shape, axes, ctx=None):
+    rank = len(shape) + len(axes)
+    axes = normalize_axes(axes, rank, ctx) if ctx is not None else normalize_axes(axes, rank)
+    it = iter(shape)
+    return tuple(1 if i in axes else next(it) for i in range(rank))
+
+
+def _unsqueeze_infer(ctx):
+    x = _data_type(ctx)
+    n = _check_int_vector(ctx, 1, "axes", scalar_ok=True)
+    axes = ctx.const(1)
+    if x.shape is None:
+        return [out(None, x.dtype)]
+    if axes is None:
+        if n is None:
+            return [out(None, x.dtype)]
+        return [out(tuple(ctx.fresh("unsqueeze") for _ in range(len(x.shape) + n)), x.dtype)]
+    return [out(_unsqueeze_shape(x.shape, _ints(axes), ctx), x.dtype)]
+
+
+register(OpDef(
+    "unsqueeze", infer=_unsqueeze_infer, inputs=(2, 2), kind="movement", differentiable=True,
+    reference=lambda ins, a: ins[0].reshape(_unsqueeze_shape(ins[0].shape, _ints(ins[1]))),
+    doc="unsqueeze(x, axes): insert size-1 axes at the given positions of the output",
+))
+
+
+# ---- pad -----------------------------------------------------------------------------------
+PAD_MODES = ("constant", "reflect", "edge", "wrap")
+
+
+def _pad_spec(rank, pads, axes, ctx=None):
+    """Per-axis (before, after) pads for all ``rank`` axes."""
+    pads = _ints(pads)
+    axes = list(range(rank)) if axes is None else _ints(axes)
+    axes = normalize_axes(axes, rank, ctx) if ctx is not None else normalize_axes(axes, rank)
+    if len(pads) != 2 * len(axes):
+        _fail(ctx, "pads must hold a begin and an end value per padded axis",
+              expected=2 * len(axes), actual=len(pads))
+    spec = [(0, 0)] * rank
+    for k, a in enumerate(axes):
+        spec[a] = (pads[k], pads[k + len(axes)])
+    return spec
+
+
+def _pad_infer(ctx):
+    x = _data_type(ctx)
+    if ctx.attrs["mode"] not in PAD_MODES:
+        ctx.fail(f"unknown pad mode {ctx.attrs['mode']!r}", expected=" | ".join(PAD_MODES),
+                 actual=ctx.attrs["mode"])
+    _check_int_vector(ctx, 1, "pads")
+    if ctx.has(2):
+        c = ctx.type(2)
+        if c.dtype is not x.dtype:
+            ctx.fail("constant_value must have the data's dtype", input=2, expected=x.dtype.name,
+                     actual=c.dtype.name)
+        if c.is_static and c.numel != 1:
+            ctx.fail("constant_value must hold one value", input=2, expected="1 element", actual=c.shape)
+    if ctx.has(3):
+        _check_int_vector(ctx, 3, "axes")
+    if x.shape is None:
+        return [out(None, x.dtype)]
+    rank = len(x.shape)
+    pads = ctx.const(1)
+    axes = ctx.const(3) if ctx.has(3) else None
+    if pads is None or (ctx.has(3) and axes is None):
+        shape = list(x.shape)
+        for a in (normalize_axes(_ints(axes), rank, ctx) if axes is not None else range(rank)):
+            shape[a] = ctx.fresh("pad")
+        return [out(tuple(shape), x.dtype)]
+    shape = []
+    for a, (d, (b, e)) in enumerate(zip(x.shape, _pad_spec(rank, pads, axes, ctx))):
+        if is_static_dim(d):
+            if d + b + e < 0:
+                ctx.fail(f"pads ({b}, {e}) remove more than the {d} elements of axis {a}")
+            if ctx.attrs["mode"] != "constant" and d == 0 and (b > 0 or e > 0):
+                ctx.fail(f"{ctx.attrs['mode']} padding needs a non-empty axis {a}", input=0)
+            shape.append(d + b + e)
+        else:
+            shape.append(d if b == 0 and e == 0 else ctx.fresh("pad"))
+    return [out(tuple(shape), x.dtype)]
+
+
+def _zero_of(dtype: np.dtype):
+    return "" if dtype == object else np.zeros((), dtype)[()]
+
+
+def _pad_ref(ins, a):
+    x, pads = ins[0], ins[1]
+    value = ins[2] if len(ins) > 2 and ins[2] is not None else None
+    axes = ins[3] if len(ins) > 3 else None
+    spec = _pad_spec(x.ndim, pads, axes)
+    # negative pads crop first; the positive ones then pad what is left
+    crop = tuple(slice(max(-b, 0), x.shape[i] - max(-e, 0)) for i, (b, e) in enumerate(spec))
+    x = x[crop]
+    widths = [(max(b, 0), max(e, 0)) for b, e in spec]
+    mode = a["mode"]
+    if mode == "constant":
+        fill = _zero_of(x.dtype) if value is None or np.size(value) == 0 else np.asarray(value).reshape(-1)[0]
+        return np.pad(x, widths, mode="constant", constant_values=fill)
+    if not any(b or e for b, e in widths):
+        return x.copy()
+    return np.pad(x, widths, mode=mode)
+
+
+register(OpDef(
+    "pad", infer=_pad_infer, reference=_pad_ref, inputs=(2, 4), kind="movement",
+    differentiable=True,
+    attrs={"mode": Attr("str", "constant", "constant | reflect | edge | wrap")},
+    doc="pad(x, pads, constant_value?, axes?): ONNX Pad; pads are [begins..., ends...], negative crops",
+))
+
+
+# ---- expand / tile -------------------------------------------------------------------------
+def _expand_infer(ctx):
+    x = _data_type(ctx)
+    n = _check_int_vector(ctx, 1, "shape")
+    shape = ctx.const(1)
+    if shape is not None:
+        shape = _ints(shape)
+        if any(s < 0 for s in shape):
+            ctx.fail("expand shape entries must be >= 0", input=1, actual=tuple(shape))
+        if x.shape is None:
+            return [out(None, x.dtype)]
+        return [out(broadcast_shapes(x.shape, tuple(shape), ctx=ctx), x.dtype)]
+    if x.shape is None or n is None:
+        return [out(None, x.dtype)]
+    rank = max(n, len(x.shape))
+    pad = (1,) * (rank - len(x.shape)) + tuple(x.shape)
+    # a static input dim other than 1 survives any valid target entry (which is then 1 or equal)
+    return [out(tuple(d if is_static_dim(d) and d != 1 else ctx.fresh("expand") for d in pad), x.dtype)]
+
+
+def _expand_ref(ins, a):
+    x = ins[0]
+    return np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(_ints(ins[1])))).copy()
+
+
+register(OpDef(
+    "expand", infer=_expand_infer, reference=_expand_ref, inputs=(2, 2), kind="movement",
+    differentiable=True,
+    doc="expand(x, shape): broadcast x against shape (either side may be 1)",
+))
+
+
+def _tile_infer(ctx):
+    x = _data_type(ctx)
+    _check_int_vector(ctx, 1, "repeats")
+    reps = ctx.const(1)
+    if x.shape is None:
+        return [out(None, x.dtype)]
+    if reps is None:
+        return [out(tuple(ctx.fresh("tile") for _ in x.shape), x.dtype)]
+    reps = _ints(reps)
+    if len(reps) != len(x.shape):
+        ctx.fail("repeats must have one entry per input axis", input=1, expected=len(x.shape), actual=len(reps))
+    if any(r < 0 for r in reps):
+        ctx.fail("repeats must be >= 0", input=1, actual=tuple(reps))
+    shape = [d * r if is_static_dim(d) else (d if r == 1 else 0 if r == 0 else ctx.fresh("tile"))
+             for d, r in zip(x.shape, reps)]
+    return [out(tuple(shape), x.dtype)]
+
+
+def _tile_ref(ins, a):
+    x, reps = ins[0], _ints(ins[1])
+    if len(reps) != x.ndim:
+        _raise(f"repeats {tuple(reps)} do not match rank {x.ndim}")
+    return np.tile(x, reps) if x.ndim else x.copy()
+
+
+register(OpDef(
+    "tile", infer=_tile_infer, reference=_tile_ref, inputs=(2, 2), kind="movement",
+    differentiable=True,
+    doc="tile(x, repeats): repeat the whole tensor repeats[i] times along axis i",
+))
+
+
+# ---- depth_to_space / space_to_depth --------------------------------------------------------
+def _block_check(ctx):
+    x = _data_type(ctx)
+    bs, mode = ctx.attrs["blocksize"], ctx.attrs["mode"]
+    if bs < 1:
+        ctx.fail("blocksize must be >= 1", actual=bs)
+    if mode not in ("DCR", "CRD"):
+        ctx.fail(f"unknown mode {mode!r}", expected="DCR | CRD", actual=mode)
+    if x.shape is not None and len(x.shape) != 4:
+        ctx.fail("input must be 4-D (N, C, H, W)", input=0, expected="rank 4", actual=f"rank {len(x.shape)}")
+    return x, bs
+
+
+def _scaled(ctx, d, mul=1, div=1):
+    if not is_static_dim(d):
+        return d if mul == div else ctx.fresh(ctx.op.name)
+    return d * mul // div
+
+
+def _d2s_infer(ctx):
+    x, bs = _block_check(ctx)
+    if x.shape is None:
+        return [out(tuple(ctx.fresh("d2s") for _ in range(4)), x.dtype)]
+    n, c, h, w = x.shape
+    if is_static_dim(c) and c % (bs * bs):
+        ctx.fail(f"channels must be a multiple of blocksize**2 = {bs * bs}", input=0, actual=c)
+    return [out((n, _scaled(ctx, c, 1, bs * bs), _scaled(ctx, h, bs), _scaled(ctx, w, bs)), x.dtype)]
+
+
+def _d2s_ref(ins, a):
+    x, bs = ins[0], a["blocksize"]
+    n, c, h, w = x.shape
+    if a["mode"] == "DCR":
+        t = x.reshape(n, bs, bs, c // (bs * bs), h, w).transpose(0, 3, 4, 1, 5, 2)
+    else:
+        t = x.reshape(n, c // (bs * bs), bs, bs, h, w).transpose(0, 1, 4, 2, 5, 3)
+    return t.reshape(n, c // (bs * bs), h * bs, w * bs)
+
+
+def _s2d_infer(ctx):
+    x, bs = _block_check(ctx)
+    if x.shape is None:
+        return [out(tuple(ctx.fresh("s2d") for _ in range(4)), x.dtype)]
+    n, c, h, w = x.shape
+    for i, d in ((2, h), (3, w)):
+        if is_static_dim(d) and d % bs:
+            ctx.fail(f"spatial dim {i} must be a multiple of blocksize {bs}", input=0, actual=d)
+    return [out((n, _scaled(ctx, c, bs * bs), _scaled(ctx, h, 1, bs), _scaled(ctx, w, 1, bs)), x.dtype)]
+
+
+def _s2d_ref(ins, a):
+    x, bs = ins[0], a["blocksize"]
+    n, c, h, w = x.shape
+    t = x.reshape(n, c, h // bs, bs, w // bs, bs)
+    t = t.transpose(0, 3, 5, 1, 2, 4) if a["mode"] == "DCR" else t.transpose(0, 1, 3, 5, 2, 4)
+    return t.reshape(n, c * bs * bs, h // bs, w // bs)
+
+
+_BLOCK_ATTRS = {"blocksize": Attr("int"),
+                "mode": Attr("str", "DCR", "DCR: depth-column-row order of the channel; CRD: column-row-depth")}
+register(OpDef(
+    "depth_to_space", infer=_d2s_infer, reference=_d2s_ref, kind="movement", differentiable=True,
+    attrs=_BLOCK_ATTRS, doc="move channel blocks into spatial blocks (N, C, H, W) -> (N, C/b², Hb, Wb)",
+))
+register(OpDef(
+    "space_to_depth", infer=_s2d_infer, reference=_s2d_ref, kind="movement", differentiable=True,
+    attrs=dict(_BLOCK_ATTRS), doc="move spatial blocks into channels (N, C, H, W) -> (N, Cb², H/b, W/b)",
+))
+
+
+# ---- reverse_sequence ----------------------------------------------------------------------
+def _rs_axes(rank, a, ctx=None):
+    b = normalize_axis(a["batch_axis"], rank, ctx, "batch_axis")
+    t = normalize_axis(a["time_axis"], rank, ctx, "time_axis")
+    if b == t:
+        _fail(ctx, "batch_axis and time_axis must differ", actual=(b, t))
+    return b, t
+
+
+def _reverse_sequence_infer(ctx):
+    x = _data_type(ctx)
+    _check_int_vector(ctx, 1, "sequence_lens")
+    if x.shape is not None:
+        if len(x.shape) < 2:
+            ctx.fail("input must have rank >= 2", input=0, expected="rank >= 2", actual=f"rank {len(x.shape)}")
+        b, _ = _rs_axes(len(x.shape), ctx.attrs, ctx)
+        lens = ctx.type(1)
+        if lens.shape is not None and is_static_dim(lens.shape[0]) and is_static_dim(x.shape[b]) \
+                and lens.shape[0] != x.shape[b]:
+            ctx.fail("sequence_lens needs one length per batch entry", input=1, expected=x.shape[b],
+                     actual=lens.shape[0])
+    return [out(x.shape, x.dtype)]
+
+
+def _reverse_sequence_ref(ins, a):
+    x, lens = ins[0], np.asarray(ins[1]).astype(np.int64).reshape(-1)
+    b, t = _rs_axes(x.ndim, a)
+    y = np.moveaxis(x, (b, t), (0, 1))
+    nb, nt = y.shape[0], y.shape[1]
+    if lens.shape[0] != nb or np.any(lens < 0) or np.any(lens > nt):
+        _raise(f"sequence_lens {lens.tolist()} must hold {nb} lengths in [0, {nt}]")
+    steps = np.arange(nt)[None, :]
+    # within the first lens[b] steps index lens[b]-1-t, beyond them t itself
+    idx = np.where(steps < lens[:, None], lens[:, None] - 1 - steps, steps)
+    res = y[np.arange(nb)[:, None], idx]
+    return np.ascontiguousarray(np.moveaxis(res, (0, 1), (b, t)))
+
+
+register(OpDef(
+    "reverse_sequence", infer=_reverse_sequence_infer, reference=_reverse_sequence_ref,
+    inputs=(2, 2), kind="movement", differentiable=True,
+    attrs={"batch_axis": Attr("int", 1), "time_axis": Attr("int", 0)},
+    doc="reverse_sequence(x, lens): reverse the first lens[b] steps of each batch entry b",
+))
+
+
+# ---- trilu ---------------------------------------------------------------------------------
+def _trilu_infer(ctx):
+    x = _data_type(ctx)
+    if ctx.has(1):
+        t = ctx.type(1)
+        if t.dtype is not dt.int64 or (t.is_static and t.numel != 1):
+            ctx.fail("k must be one int64 value", input=1, expected="int64 scalar", actual=t)
+    if x.shape is not None and len(x.shape) < 2:
+        ctx.fail("input must have rank >= 2", input=0, expected="rank >= 2", actual=f"rank {len(x.shape)}")
+    return [out(x.shape, x.dtype)]
+
+
+def _trilu_ref(ins, a):
+    x = ins[0]
+    k = int(np.asarray(ins[1]).reshape(-1)[0]) if len(ins) > 1 and ins[1] is not None else 0
+    rows, cols = x.shape[-2], x.shape[-1]
+    k = min(max(k, -rows - 1), cols + 1)  # beyond these every element is kept or dropped
+    keep = np.triu(np.ones((rows, cols), bool), k) if a["upper"] else np.tril(np.ones((rows, cols), bool), k)
+    return np.where(keep, x, np.zeros((), x.dtype) if x.dtype != object else "").astype(x.dtype, copy=False)
+
+
+register(OpDef(
+    "trilu", infer=_trilu_infer, reference=_trilu_ref, inputs=(1, 2), kind="other",
+    differentiable=True, attrs={"upper": Attr("int", 1, "1 keeps the upper triangle, 0 the lower")},
+    doc="trilu(x, k?): keep the upper (or lower) triangle of the last two axes from diagonal k",
+))
+
+
+# ---- col2im --------------------------------------------------------------------------------
+def _col2im_params(n, a, ctx=None):
+    dil = a["dilations"] or (1,) * n
+    strides = a["strides"] or (1,) * n
+    pads = a["pads"] or (0,) * (2 * n)
+    if len(dil) != n or len(strides) != n or len(pads) != 2 * n:
+        _fail(ctx, f"dilations, strides and pads must have {n}, {n} and {2 * n} entries",
+              actual=(len(dil), len(strides), len(pads)))
+    if any(v < 1 for v in tuple(dil) + tuple(strides)) or any(p < 0 for p in pads):
+        _fail(ctx, "dilations and strides must be >= 1 and pads >= 0", actual=(dil, strides, pads))
+    return dil, strides, pads
+
+
+def _col2im_blocks(image, block, dil, strides, pads, ctx=None):
+    """Number of block positions along each spatial axis."""
+    res = []
+    for i, (s, k) in enumerate(zip(image, block)):
+        span = s + pads[i] + pads[i + len(image)] - dil[i] * (k - 1) - 1
+        if span < 0:
+            _fail(ctx, f"block {tuple(block)} does not fit the padded image {tuple(image)} on axis {i}")
+        res.append(span // strides[i] + 1)
+    return res
+
+
+def _col2im_infer(ctx):
+    x = _data_type(ctx)
+    n1 = _check_int_vector(ctx, 1, "image_shape")
+    n2 = _check_int_vector(ctx, 2, "block_shape")
+    if n1 is not None and n2 is not None and n1 != n2:
+        ctx.fail("image_shape and block_shape differ in length", input=2, expected=n1, actual=n2)
+    n = n1 if n1 is not None else n2
+    if x.shape is not None and len(x.shape) != 3:
+        ctx.fail("input must be 3-D (N, C*prod(block), L)", input=0, expected="rank 3", actual=f"rank {len(x.shape)}")
+    if n is None:
+        return [out(None, x.dtype)]
+    dil, strides, pads = _col2im_params(n, ctx.attrs, ctx)
+    image, block = ctx.const(1), ctx.const(2)
+    batch = x.shape[0] if x.shape is not None else ctx.fresh("col2im")
+    chans = ctx.fresh("col2im")
+    if block is not None:
+        block = _ints(block)
+        if any(k < 1 for k in block):
+            ctx.fail("block_shape entries must be >= 1", input=2, actual=tuple(block))
+        kprod = int(np.prod(block))
+        if x.shape is not None and is_static_dim(x.shape[1]):
+            if x.shape[1] % kprod:
+                ctx.fail(f"input dim 1 must be a multiple of prod(block_shape) = {kprod}", input=0,
+                         actual=x.shape[1])
+            chans = x.shape[1] // kprod
+    if image is None:
+        return [out((batch, chans) + tuple(ctx.fresh("col2im") for _ in range(n)), x.dtype)]
+    image = _ints(image)
+    if block is not None and x.shape is not None and is_static_dim(x.shape[2]):
+        blocks = int(np.prod(_col2im_blocks(image, block, dil, strides, pads, ctx)))
+        if blocks != x.shape[2]:
+            ctx.fail("input dim 2 must be the number of block positions", input=0, expected=blocks,
+                     actual=x.shape[2])
+    return [out((batch, chans) + tuple(image), x.dtype)]
+
+
+def _col2im_ref(ins, a):
+    x, image, block = ins[0], _ints(ins[1]), _ints(ins[2])
+    n = len(image)
+    dil, strides, pads = _col2im_params(n, a)
+    counts = _col2im_blocks(image, block, dil, strides, pads)
+    nb, ck, nl = x.shape
+    kprod = int(np.prod(block))
+    if ck % kprod or nl != int(np.prod(counts)):
+        _raise(f"col2im input {x.shape} does not match blocks {tuple(block)} over image {tuple(image)}")
+    c = ck // kprod
+    cols = x.reshape((nb, c, kprod) + tuple(counts))
+    padded = np.zeros((nb, c) + tuple(s + pads[i] + pads[i + n] for i, s in enumerate(image)), x.dtype)
+    # one strided accumulation per position inside the block (as im2col has one gather per position)
+    for k, pos in enumerate(np.ndindex(*block)):
+        index = tuple(slice(p * dil[i], p * dil[i] + strides[i] * (counts[i] - 1) + 1, strides[i])
+                      for i, p in enumerate(pos))
+        padded[(slice(None), slice(None)) + index] += cols[:, :, k]
+    crop = tuple(slice(pads[i], pads[i] + s) for i, s in enumerate(image))
+    return np.ascontiguousarray(padded[(slice(None), slice(None)) + crop])
+
+
+register(OpDef(
+    "col2im", infer=_col2im_infer, reference=_col2im_ref, inputs=(3, 3), kind="other",
+    differentiable=True,
+    attrs={"dilations": Attr("ints", None), "pads": Attr("ints", None), "strides": Attr("ints", None)},
+    doc="col2im(cols, image_shape, block_shape): sum column blocks back into an image (torch fold)",
 ))

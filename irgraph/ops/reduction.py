@@ -1,2 +1,343 @@
-"""Ops of the reduction family."""
+"""Reductions (sum, mean, max, min, prod), arg-reductions, cumulative scans and the softmax family.
+
+Reductions take their axes as an optional int64[n] input, as ONNX does from opset 13/18: no
+axes input means "all axes"; an empty axes tensor means "all axes" too unless
+``noop_with_empty_axes`` is set, in which case the input passes through unchanged. Reducing
+an empty set gives the reduction's identity element (0 for sum, 1 for prod, -inf for max ...).
+
+A reduction's ``scalar`` formula is its combine step ``scalar(b, acc, x)``; the value the
+accumulator starts from is ``REDUCTION_IDENTITY[op](dtype)`` and ``reduce_mean`` divides the
+sum by the number of elements reduced.
+
+float16/bfloat16 inputs are accumulated in float32 and the result cast back, so long sums do
+not lose their low bits.
+"""
 from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from .. import dtype as dt
+from ..dtype import DType
+from ..types import is_static_dim
+from .declare import ALL_TYPES, FLOAT_TYPES, NUMERIC_TYPES
+from .registry import Attr, OpDef, register
+from .shapes import normalize_axis, normalize_axes, out
+
+_LOW_FLOATS = (np.dtype(np.float16), dt.bfloat16.np)
+
+
+def _acc_dtype(x: np.ndarray) -> np.dtype:
+    """The dtype a reduction accumulates in: float32 for 16-bit floats, else the input's."""
+    return np.dtype(np.float32) if x.dtype in _LOW_FLOATS else x.dtype
+
+
+# ---- axes ------------------------------------------------------------------------------------
+def _check_axes_input(ctx, i: int = 1) -> None:
+    t = ctx.type(i)
+    if t is None:
+        return
+    if t.dtype is not dt.int64 or t.rank != 1:
+        ctx.fail("axes must be a 1-D int64 tensor", input=i, expected="int64[n]", actual=t)
+
+
+def reduced_shape(shape, axes, keepdims: bool):
+    """``shape`` with ``axes`` (normalized) removed, or set to 1 when ``keepdims``."""
+    axes = set(axes)
+    if keepdims:
+        return tuple(1 if i in axes else d for i, d in enumerate(shape))
+    return tuple(d for i, d in enumerate(shape) if i not in axes)
+
+
+def _reduce_out_shape(ctx, x, keepdims: bool, noop: bool):
+    """Output shape of a reduction of ``x`` by axes input 1 (known, unknown or absent)."""
+    if x.shape is None:
+        return None
+    rank = len(x.shape)
+    if not ctx.has(1):
+        return x.shape if noop else reduced_shape(x.shape, range(rank), keepdims)
+    axes = ctx.const(1)
+    if axes is not None:
+        axes = [int(a) for a in np.asarray(axes).reshape(-1)]
+        if not axes:
+            return x.shape if noop else reduced_shape(x.shape, range(rank), keepdims)
+        return reduced_shape(x.shape, normalize_axes(axes, rank, ctx), keepdims)
+    # Axes only known when the graph runs: keep what can be known.
+    n = ctx.type(1).shape[0]
+    if keepdims:
+        # every dim either stays or becomes 1; a dim of 1 stays 1 either way
+        return tuple(1 if d == 1 else ctx.fresh("reduce") for d in x.shape)
+    if not is_static_dim(n):
+        return None
+    if n == 0:
+        return x.shape if noop else ()
+    if n > rank:
+        ctx.fail(f"{n} axes for a rank-{rank} input", input=1, expected=f"at most {rank}", actual=n)
+    return tuple(ctx.fresh("reduce") for _ in range(rank - n))
+
+
+def _axes_tuple(x: np.ndarray, axes, noop: bool):
+    """Normalized axes for the reference; None means "return the input unchanged"."""
+    if axes is None or np.size(axes) == 0:
+        return None if noop else tuple(range(x.ndim))
+    return normalize_axes([int(a) for a in np.asarray(axes).reshape(-1)], x.ndim)
+
+
+# ---- the five primitive reductions -----------------------------------------------------------
+def _lowest(d: DType):
+    if d.is_bool:
+        return False
+    if d.is_float:
+        return -np.inf
+    return np.iinfo(d.np).min
+
+
+def _highest(d: DType):
+    if d.is_bool:
+        return True
+    if d.is_float:
+        return np.inf
+    return np.iinfo(d.np).max
+
+
+REDUCTION_IDENTITY: dict[str, Callable[[DType], object]] = {
+    "reduce_sum": lambda d: 0,
+    "reduce_mean": lambda d: 0,
+    "reduce_prod": lambda d: 1,
+    "reduce_max": _lowest,
+    "reduce_min": _highest,
+}
+
+
+def _ref_sum(x, axes, keep):
+    return np.sum(x, axis=axes, keepdims=keep, dtype=_acc_dtype(x))
+
+
+def _ref_prod(x, axes, keep):
+    return np.prod(x, axis=axes, keepdims=keep, dtype=_acc_dtype(x))
+
+
+def _ref_max(x, axes, keep):
+    return np.max(x, axis=axes, keepdims=keep, initial=_lowest(DType.from_numpy(x.dtype)))
+
+
+def _ref_min(x, axes, keep):
+    return np.min(x, axis=axes, keepdims=keep, initial=_highest(DType.from_numpy(x.dtype)))
+
+
+def _ref_mean(x, axes, keep):
+    n = 1
+    for a in axes:
+        n *= x.shape[a]
+    if x.dtype.kind in "iu":
+        # integer mean truncates toward zero (what a cast of the exact mean gives)
+        return np.trunc(np.sum(x, axis=axes, keepdims=keep, dtype=np.float64) / n)
+    s = np.sum(x, axis=axes, keepdims=keep, dtype=_acc_dtype(x))
+    return s / s.dtype.type(n)  # an empty set gives 0/0 = NaN
+
+
+def _reduction(name: str, ref: Callable, combine: Callable, dtypes, doc: str) -> OpDef:
+    def infer(ctx):
+        x = ctx.type(0)
+        if x.dtype not in dtypes:
+            ctx.fail("unsupported dtype", input=0,
+                     expected="one of " + ", ".join(d.name for d in dtypes), actual=x.dtype.name)
+        _check_axes_input(ctx)
+        a = ctx.attrs
+        return [out(_reduce_out_shape(ctx, x, bool(a["keepdims"]), bool(a["noop_with_empty_axes"])),
+                    x.dtype)]
+
+    def reference(ins, a):
+        x = ins[0]
+        axes = _axes_tuple(x, ins[1] if len(ins) > 1 else None, bool(a["noop_with_empty_axes"]))
+        if axes is None:
+            return x
+        r = ref(x, axes, bool(a["keepdims"]))
+        return np.asarray(r).astype(x.dtype, copy=False)
+
+    return register(OpDef(
+        name, infer=infer, reference=reference, inputs=(1, 2), kind="reduction",
+        attrs={"keepdims": Attr("int", 1, "keep reduced axes as size 1"),
+               "noop_with_empty_axes": Attr("int", 0, "an empty axes input returns the input unchanged")},
+        differentiable=True, scalar=combine, doc=doc,
+    ))
+
+
+_reduction("reduce_sum", _ref_sum, lambda b, acc, x: b.add(acc, x), NUMERIC_TYPES,
+           "sum over axes (input 1, int64[n]; absent = all axes)")
+_reduction("reduce_mean", _ref_mean, lambda b, acc, x: b.add(acc, x), NUMERIC_TYPES,
+           "mean over axes: the sum divided by the number of elements reduced")
+_reduction("reduce_prod", _ref_prod, lambda b, acc, x: b.mul(acc, x), NUMERIC_TYPES,
+           "product over axes")
+_reduction("reduce_max", _ref_max, lambda b, acc, x: b.max(acc, x), ALL_TYPES,
+           "maximum over axes; NaN propagates; -inf (or the dtype's lowest value) for an empty set")
+_reduction("reduce_min", _ref_min, lambda b, acc, x: b.min(acc, x), ALL_TYPES,
+           "minimum over axes; NaN propagates; +inf (or the dtype's highest value) for an empty set")
+
+
+# ---- argmax / argmin ---------------------------------------------------------------------------
+def _arg_infer(ctx):
+    x = ctx.type(0)
+    if x.dtype not in NUMERIC_TYPES:
+        ctx.fail("unsupported dtype", input=0, expected="a numeric dtype", actual=x.dtype.name)
+    if x.shape is None:
+        return [out(None, dt.int64)]
+    axis = normalize_axis(ctx.attrs["axis"], len(x.shape), ctx)
+    if not x.shape:
+        ctx.fail("cannot take an arg-reduction of a scalar", input=0, expected="rank >= 1", actual=0)
+    if x.shape[axis] == 0:
+        ctx.fail(f"axis {axis} has size 0: there is no element to pick", input=0)
+    return [out(reduced_shape(x.shape, (axis,), bool(ctx.attrs["keepdims"])), dt.int64)]
+
+
+def _arg_ref(fn):
+    def ref(ins, a):
+        x = ins[0]
+        axis = normalize_axis(a["axis"], x.ndim)
+        if a["select_last_index"]:
+            r = x.shape[axis] - 1 - fn(np.flip(x, axis), axis=axis)
+        else:
+            r = fn(x, axis=axis)
+        if a["keepdims"]:
+            r = np.expand_dims(r, axis)
+        return np.asarray(r, dtype=np.int64)
+    return ref
+
+
+_ARG_ATTRS = {"axis": Attr("int", 0), "keepdims": Attr("int", 1),
+              "select_last_index": Attr("int", 0, "on ties, the last index instead of the first")}
+
+register(OpDef(
+    "argmax", infer=_arg_infer, reference=_arg_ref(np.argmax), attrs=_ARG_ATTRS,
+    kind="reduction", differentiable=False,
+    doc="int64 index of the largest element along ``axis`` (first on ties unless select_last_index)",
+))
+register(OpDef(
+    "argmin", infer=_arg_infer, reference=_arg_ref(np.argmin), attrs=_ARG_ATTRS,
+    kind="reduction", differentiable=False,
+    doc="int64 index of the smallest element along ``axis`` (first on ties unless select_last_index)",
+))
+
+
+# ---- cumulative sum / product ---------------------------------------------------------------
+def _cum_infer(ctx):
+    x, ax = ctx.type(0), ctx.type(1)
+    if x.dtype not in NUMERIC_TYPES:
+        ctx.fail("unsupported dtype", input=0, expected="a numeric dtype", actual=x.dtype.name)
+    if ax.dtype not in (dt.int32, dt.int64) or ax.rank not in (0, 1) or (
+            ax.rank == 1 and is_static_dim(ax.shape[0]) and ax.shape[0] != 1):
+        ctx.fail("axis must be an int32/int64 scalar", input=1, expected="int64[] or int64[1]", actual=ax)
+    axis = ctx.const(1)
+    if axis is not None and x.shape is not None:
+        normalize_axis(int(np.asarray(axis).reshape(-1)[0]), len(x.shape), ctx)
+    return [out(x.shape, x.dtype)]
+
+
+def _cum_ref(fn, identity):
+    def ref(ins, a):
+        x, axis = ins
+        axis = normalize_axis(int(np.asarray(axis).reshape(-1)[0]), x.ndim)
+        y = np.flip(x, axis) if a["reverse"] else x
+        if a["exclusive"]:
+            # shift by one along the axis, filling the front with the identity
+            pad = [(0, 0)] * x.ndim
+            pad[axis] = (1, 0)
+            y = np.pad(y, pad, constant_values=identity)
+            y = np.take(y, np.arange(x.shape[axis]), axis=axis)
+        r = fn(y, axis=axis, dtype=_acc_dtype(x))
+        if a["reverse"]:
+            r = np.flip(r, axis)
+        return np.ascontiguousarray(r).astype(x.dtype, copy=False)
+    return ref
+
+
+_CUM_ATTRS = {"exclusive": Attr("int", 0, "element i excludes x[i]"),
+              "reverse": Attr("int", 0, "accumulate from the end of the axis")}
+
+register(OpDef(
+    "cumsum", infer=_cum_infer, reference=_cum_ref(np.cumsum, 0), attrs=_CUM_ATTRS,
+    inputs=(2, 2), kind="other", differentiable=True,
+    doc="running sum along axis (input 1, an int scalar)",
+))
+register(OpDef(
+    "cumprod", infer=_cum_infer, reference=_cum_ref(np.cumprod, 1), attrs=_CUM_ATTRS,
+    inputs=(2, 2), kind="other", differentiable=True,
+    doc="running product along axis (input 1, an int scalar)",
+))
+
+
+# ---- softmax, log_softmax, hardmax ----------------------------------------------------------
+def _axis_op_infer(ctx):
+    x = ctx.type(0)
+    if x.dtype not in FLOAT_TYPES:
+        ctx.fail("unsupported dtype", input=0,
+                 expected="one of " + ", ".join(d.name for d in FLOAT_TYPES), actual=x.dtype.name)
+    if x.shape is not None:
+        normalize_axis(ctx.attrs["axis"], len(x.shape), ctx)
+    return [out(x.shape, x.dtype)]
+
+
+def _softmax_ref(ins, a):
+    x = ins[0]
+    axis = normalize_axis(a["axis"], x.ndim)
+    xf = x.astype(_acc_dtype(x), copy=False)
+    e = np.exp(xf - np.max(xf, axis=axis, keepdims=True))
+    return (e / np.sum(e, axis=axis, keepdims=True)).astype(x.dtype, copy=False)
+
+
+def _log_softmax_ref(ins, a):
+    x = ins[0]
+    axis = normalize_axis(a["axis"], x.ndim)
+    xf = x.astype(_acc_dtype(x), copy=False)
+    s = xf - np.max(xf, axis=axis, keepdims=True)
+    return (s - np.log(np.sum(np.exp(s), axis=axis, keepdims=True))).astype(x.dtype, copy=False)
+
+
+def _hardmax_ref(ins, a):
+    x = ins[0]
+    axis = normalize_axis(a["axis"], x.ndim)
+    y = np.zeros_like(x)
+    if x.size:
+        idx = np.expand_dims(np.argmax(x, axis=axis), axis)
+        np.put_along_axis(y, idx, np.ones((), x.dtype), axis=axis)
+    return y
+
+
+def _axes_const(g, axis: int):
+    return g.add_const(np.array([axis], dtype=np.int64), "axes")
+
+
+def _softmax_decompose(g, inputs, attrs):
+    x = inputs[0]
+    axes = _axes_const(g, attrs["axis"])
+    m = g.op("reduce_max", [x, axes], {"keepdims": 1})
+    e = g.op("exp", [g.op("sub", [x, m])])
+    return [g.op("div", [e, g.op("reduce_sum", [e, axes], {"keepdims": 1})])]
+
+
+def _log_softmax_decompose(g, inputs, attrs):
+    x = inputs[0]
+    axes = _axes_const(g, attrs["axis"])
+    s = g.op("sub", [x, g.op("reduce_max", [x, axes], {"keepdims": 1})])
+    lse = g.op("log", [g.op("reduce_sum", [g.op("exp", [s]), axes], {"keepdims": 1})])
+    return [g.op("sub", [s, lse])]
+
+
+_AXIS_ATTR = {"axis": Attr("int", -1)}
+
+register(OpDef(
+    "softmax", infer=_axis_op_infer, reference=_softmax_ref, attrs=_AXIS_ATTR,
+    kind="composite", differentiable=True, decompose=_softmax_decompose,
+    doc="exp(x - max) / sum(exp(x - max)) along one axis",
+))
+register(OpDef(
+    "log_softmax", infer=_axis_op_infer, reference=_log_softmax_ref, attrs=_AXIS_ATTR,
+    kind="composite", differentiable=True, decompose=_log_softmax_decompose,
+    doc="x - max - log(sum(exp(x - max))) along one axis",
+))
+register(OpDef(
+    "hardmax", infer=_axis_op_infer, reference=_hardmax_ref, attrs=_AXIS_ATTR,
+    kind="other", differentiable=False,
+    doc="1 at the first maximum along the axis, 0 elsewhere",
+))

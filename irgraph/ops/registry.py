@@ -152,6 +152,7 @@ class OpDef:
     runs_subgraphs: bool = False      # reference(inputs, attrs, run) with run(graph, feeds) -> outputs
     value: Callable | None = None     # value(ctx) -> [array] when outputs are known from types alone (shape, size)
     random: bool = False              # outputs are random draws: never evaluated at compile time
+    dtypes: tuple = ()                # input dtypes accepted, where the op declares them (elementwise ops do)
     doc: str = ""
 
     def normalize_attrs(self, attrs: dict, node: str | None = None) -> dict:
