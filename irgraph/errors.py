@@ -33,8 +33,12 @@ class IrgraphError(Exception):
         text = self.message
         if where:
             text = ", ".join(where) + ": " + text
-        if self.expected is not None or self.actual is not None:
+        if self.expected is not None and self.actual is not None:
             text += f" (expected {self.expected}, got {self.actual})"
+        elif self.expected is not None:
+            text += f" (expected {self.expected})"
+        elif self.actual is not None:
+            text += f" (got {self.actual})"
         if self.hint:
             text += f"; {self.hint}"
         return text

@@ -87,7 +87,8 @@ class Graph:
         self.nodes: list[Node] = []
         self.constants: dict[str, Value] = {}
         self.meta: dict = {}
-        self._names: set[str] = set()
+        self._names: set[str] = set()        # value names (shared with enclosing graphs)
+        self._node_names: set[str] = set()   # node names (their own namespace)
         self._counter = itertools.count()
 
     # ---- naming ------------------------------------------------------------------------
@@ -112,6 +113,14 @@ class Graph:
 
     def claim_name(self, name: str) -> None:
         self._names.add(name)
+
+    def unique_node_name(self, base: str) -> str:
+        base = base or "node"
+        name = base
+        while name in self._node_names:
+            name = f"{base}_{next(self._counter)}"
+        self._node_names.add(name)
+        return name
 
     # ---- building ----------------------------------------------------------------------
     def add_input(self, name: str, type: TensorType) -> Value:
@@ -141,10 +150,11 @@ class Graph:
         while inputs and inputs[-1] is None:
             inputs.pop()
         types = opdef.infer_types(inputs, attrs, node=name, num_outputs=num_outputs)
-        node_name = self.unique_name(name or op)
+        node_name = self.unique_node_name(name or op)
         outs = []
         for i, t in enumerate(types):
-            base = output_names[i] if output_names and i < len(output_names) and output_names[i] else f"{node_name}_{i}" if len(types) > 1 else node_name
+            base = (output_names[i] if output_names and i < len(output_names) and output_names[i]
+                    else f"{node_name}_{i}" if len(types) > 1 else node_name)
             outs.append(Value(self.unique_name(base), t, graph=self))
         node = Node(op, inputs, outs, attrs, node_name, meta)
         self.nodes.append(node)

@@ -523,9 +523,14 @@ def _sparse_to_numpy(sp: onnx.SparseTensorProto, base_dir) -> np.ndarray:
     if n > MAX_ELEMENTS:
         raise ModelImportError(f"sparse tensor {sp.values.name!r} declares {n} elements")
     dense = np.zeros(n, dtype=vals.dtype)
-    if idx.ndim == 2:
-        flat = np.ravel_multi_index(idx.T, shape)
-    else:
-        flat = idx
+    try:
+        if idx.ndim == 2:
+            flat = np.ravel_multi_index(idx.T, shape)  # raises on out-of-range coordinates
+        else:
+            flat = idx.astype(np.int64)
+            if flat.size and (flat.min() < 0 or flat.max() >= n):
+                raise ValueError("index out of range")
+    except ValueError as e:
+        raise ModelImportError(f"sparse tensor {sp.values.name!r} has indices outside its shape {shape}: {e}") from None
     dense[flat] = vals
     return dense.reshape(shape)

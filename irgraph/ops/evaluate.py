@@ -26,6 +26,10 @@ def propagate_values(node: Node) -> None:
     opdef = get_op(node.op)
     if opdef.random or opdef.runs_subgraphs:
         return
+    for o in node.outputs:
+        n = o.type.numel
+        if n is None or n > MAX_KNOWN_ELEMENTS:
+            return  # never materialize big (or unknown-size) tensors at compile time
     vals = None
     if opdef.value is not None:
         from .registry import InferCtx

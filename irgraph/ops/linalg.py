@@ -23,14 +23,11 @@ def _widen(*arrays):
 
 
 # ---- matmul --------------------------------------------------------------------------------
-def _matmul_infer(ctx):
-    a, b = ctx.types
-    dtype = same_dtype(ctx)
-    if dtype not in FLOAT_TYPES + INT_TYPES:
-        ctx.fail("unsupported dtype", input=0, actual=dtype.name)
-    if a.shape is None or b.shape is None:
-        return [out(None, dtype)]
-    sa, sb = list(a.shape), list(b.shape)
+def matmul_shape(sa, sb, ctx):
+    """The output shape of numpy matmul of shapes ``sa`` and ``sb`` (None = unknown rank)."""
+    if sa is None or sb is None:
+        return None
+    sa, sb = list(sa), list(sb)
     if not sa or not sb:
         ctx.fail("matmul needs inputs of rank >= 1", expected="rank >= 1", actual=(len(sa), len(sb)))
     va, vb = len(sa) == 1, len(sb) == 1
@@ -42,8 +39,15 @@ def _matmul_infer(ctx):
     if is_static_dim(k1) and is_static_dim(k2) and k1 != k2:
         ctx.fail("inner dimensions differ", input=1, expected=f"K={k1}", actual=f"K={k2}")
     batch = broadcast_shapes(tuple(sa[:-2]), tuple(sb[:-2]), ctx=ctx)
-    shape = list(batch) + ([] if va else [sa[-2]]) + ([] if vb else [sb[-1]])
-    return [out(tuple(shape), dtype)]
+    return tuple(list(batch) + ([] if va else [sa[-2]]) + ([] if vb else [sb[-1]]))
+
+
+def _matmul_infer(ctx):
+    a, b = ctx.types
+    dtype = same_dtype(ctx)
+    if dtype not in FLOAT_TYPES + INT_TYPES:
+        ctx.fail("unsupported dtype", input=0, actual=dtype.name)
+    return [out(matmul_shape(a.shape, b.shape, ctx), dtype)]
 
 
 def _matmul_ref(ins, a):

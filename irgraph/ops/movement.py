@@ -294,15 +294,15 @@ register(OpDef(
 
 # ---- split ---------------------------------------------------------------------------------
 def _even_split(dim: int, n: int, ctx=None) -> list[int]:
-    """ONNX's equal split: parts of ceil(dim / n), the last one smaller."""
+    """ONNX's equal split: parts of ceil(dim / n), the last ones smaller (possibly empty).
+
+    When n does not divide dim the later parts take what is left, as ONNX's reference does:
+    5 into 4 parts is [2, 2, 1, 0].
+    """
     if n <= 0:
-        _fail(ctx, f"cannot split into {n} parts")
+        _fail(ctx, f"cannot split into {n} parts", actual=n)
     chunk = -(-dim // n)
-    last = dim - chunk * (n - 1)
-    if last < 0:
-        _fail(ctx, f"a dimension of {dim} cannot be split into {n} parts of {chunk} with a smaller last part",
-              expected=f"at most {dim // chunk + (dim % chunk > 0) if chunk else dim} outputs", actual=n)
-    return [chunk] * (n - 1) + [last]
+    return [min(chunk, max(0, dim - k * chunk)) for k in range(n)]
 
 
 def _split_infer(ctx):
@@ -510,7 +510,10 @@ def _pad_ref(ins, a):
     mode = a["mode"]
     if mode == "constant":
         fill = _zero_of(x.dtype) if value is None or np.size(value) == 0 else np.asarray(value).reshape(-1)[0]
-        return np.pad(x, widths, mode="constant", constant_values=fill)
+        # filled by hand: np.pad mangles string fills on object arrays
+        y = np.full(tuple(d + b + e for d, (b, e) in zip(x.shape, widths)), fill, dtype=x.dtype)
+        y[tuple(slice(b, b + d) for d, (b, _) in zip(x.shape, widths))] = x
+        return y
     if not any(b or e for b, e in widths):
         return x.copy()
     return np.pad(x, widths, mode=mode)

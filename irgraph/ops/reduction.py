@@ -278,20 +278,21 @@ def _axis_op_infer(ctx):
     return [out(x.shape, x.dtype)]
 
 
+# The softmax references round every step to the input's dtype, as their decompositions
+# (and ONNX's function bodies) do; only the sum accumulates wider, like reduce_sum.
 def _softmax_ref(ins, a):
     x = ins[0]
     axis = normalize_axis(a["axis"], x.ndim)
-    xf = x.astype(_acc_dtype(x), copy=False)
-    e = np.exp(xf - np.max(xf, axis=axis, keepdims=True))
-    return (e / np.sum(e, axis=axis, keepdims=True)).astype(x.dtype, copy=False)
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return (e / _ref_sum(e, (axis,), True).astype(x.dtype)).astype(x.dtype, copy=False)
 
 
 def _log_softmax_ref(ins, a):
     x = ins[0]
     axis = normalize_axis(a["axis"], x.ndim)
-    xf = x.astype(_acc_dtype(x), copy=False)
-    s = xf - np.max(xf, axis=axis, keepdims=True)
-    return (s - np.log(np.sum(np.exp(s), axis=axis, keepdims=True))).astype(x.dtype, copy=False)
+    s = x - np.max(x, axis=axis, keepdims=True)
+    lse = np.log(_ref_sum(np.exp(s), (axis,), True).astype(x.dtype))
+    return (s - lse).astype(x.dtype, copy=False)
 
 
 def _hardmax_ref(ins, a):

@@ -234,13 +234,15 @@ def space_to_depth(ctx):
 def center_crop_pad(ctx):
     x = ctx.input(0)
     rank = _rank(ctx)
-    target = ctx.const(1)
     axes = ctx.attr("axes", None)
     axes = list(range(rank)) if axes is None else [a + rank if a < 0 else a for a in axes]
+    if any(not 0 <= a < rank for a in axes) or len(set(axes)) != len(axes):
+        ctx.fail(f"axes {ctx.attr('axes', None)} are out of range or repeated for rank {rank}")
+    target = ctx.const(1)
     if target is None or any(not is_static_dim(x.shape[a]) for a in axes):
-        return _expand_function(ctx)
+        return _center_crop_pad_dynamic(ctx, axes)
     target = [int(t) for t in np.asarray(target).reshape(-1)]
-    if len(target) != len(axes) or any(not 0 <= a < rank for a in axes) or len(set(axes)) != len(axes):
+    if len(target) != len(axes):
         ctx.fail("shape must hold one size per axis", input=1, expected=len(axes), actual=len(target))
     starts, ends, crop_axes, pads, pad_axes = [], [], [], [], []
     for a, t in zip(axes, target):
@@ -259,14 +261,21 @@ def center_crop_pad(ctx):
     return y
 
 
-def _expand_function(ctx):
-    """Inline ONNX's own function body for the node (used when sizes are only known at run time)."""
-    from ..importer import _schema_function
-    fn = _schema_function(ctx.node, "", ctx.opset)
-    if fn is None or fn is True:
-        ctx.fail("needs input dims known at compile time")
-    ctx.imp.inline_function(ctx.node, fn, ctx.g, ctx.scope, ctx.opsets)
-    return [ctx.scope.get(name) if name else None for name in ctx.node.output]
+def _center_crop_pad_dynamic(ctx, axes):
+    """The same crop-then-pad with amounts computed in the graph from the runtime sizes."""
+    x, target = ctx.input(0), _int64_input(ctx, 1)
+    shp = ctx.op("shape", [x])
+    dims = ctx.op("concat", [ctx.op("slice", [shp, _i64(ctx, [a]), _i64(ctx, [a + 1])]) for a in axes],
+                  {"axis": 0})
+    zero, two = _i64(ctx, [0]), _i64(ctx, [2])
+    crop = ctx.op("maximum", [ctx.op("sub", [dims, target]), zero])
+    start = ctx.op("div", [crop, two])  # non-negative, so truncation is floor
+    end = ctx.op("add", [start, ctx.op("sub", [dims, crop])])
+    y = ctx.op("slice", [x, start, end, _i64(ctx, axes)])
+    grow = ctx.op("maximum", [ctx.op("sub", [target, dims]), zero])
+    before = ctx.op("div", [grow, two])
+    pads = ctx.op("concat", [before, ctx.op("sub", [grow, before])], {"axis": 0})
+    return ctx.op("pad", [y, pads, None, _i64(ctx, axes)])
 
 
 # ---- ReverseSequence / Trilu / Col2Im -------------------------------------------------------
