@@ -36,14 +36,14 @@ def test_show_prints_ir_histogram_params_and_signature(mlp_path):
     out = r.stdout
     assert "graph mlp(%x: float32[N,8])" in out
     assert "matmul" in out and "relu" in out
-    assert "parameters: 228" in out  # 8*16+16 + 16*4+4
+    assert "parameters: 212" in out  # 8*16+16 + 16*4+4
     assert "logits: float32[N,4]" in out
 
 
 def test_show_json(mlp_path):
     r = _cli("show", str(mlp_path), "--json")
     s = json.loads(r.stdout)
-    assert s["parameters"] == 228
+    assert s["parameters"] == 212
     assert s["inputs"] == [{"name": "x", "type": "float32[N,8]"}]
     assert s["ops"]["relu"] == 1
 

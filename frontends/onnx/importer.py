@@ -198,6 +198,17 @@ class Importer:
             fops[o.domain if o.domain != "ai.onnx" else ""] = o.version
         call_attrs = {a.name: a for a in n.attribute}
         defaults = {a.name: a for a in getattr(fproto, "attribute_proto", [])}
+        dom = n.domain if n.domain != "ai.onnx" else ""
+        try:  # an ONNX op expanded into its schema's function: the schema's attribute defaults
+            schema = onnx.defs.get_schema(n.op_type, opsets.get(dom, 1), dom)
+            for name, sa in schema.attributes.items():
+                if name not in defaults and sa.default_value is not None and sa.default_value.type:
+                    d = onnx.AttributeProto()
+                    d.CopyFrom(sa.default_value)
+                    d.name = name
+                    defaults[name] = d
+        except Exception:
+            pass  # a model-local function has no schema
         rename: dict[str, str] = {}
         for formal, actual in zip(fproto.input, n.input):
             rename[formal] = actual

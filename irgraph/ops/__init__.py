@@ -24,4 +24,5 @@ from . import (  # noqa: F401,E402
     loss,
     training,
     text,
+    attention,
 )

@@ -8,12 +8,9 @@ reference does, so half-precision results agree bit for bit.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .. import dtype as dt
-from ..dtype import DType
 from ..errors import IrgraphError
 from ..types import is_static_dim
 from .declare import FLOAT_TYPES
@@ -295,7 +292,8 @@ def _decomposed_bias(g, q, mask, nonpad, past: int, t: int, attrs):
     if mask is None:
         parts = []
     elif mconst is not None:
-        parts = [g.add_const(attention_bias(qdt, sq, t, b, mconst, None, None, False, -1, -1), "attention_mask")]
+        mask_bias = attention_bias(qdt, sq, t, b, mconst, None, None, False, -1, -1)
+        parts = [g.add_const(mask_bias, "attention_mask")]
     else:
         if mask.type.shape is None or mask.type.shape[-1] != t:
             raise IrgraphError("a runtime attn_mask must span all keys to decompose", op="attention")
@@ -324,8 +322,8 @@ def _decomposed_bias(g, q, mask, nonpad, past: int, t: int, attrs):
             allowed = c if allowed is None else g.op("logical_and", [allowed, c])
         if allowed is not None:
             parts.append(g.op("where", [allowed, zero, ninf]))
-        valid = g.op("less", [g.add_const(np.arange(t, dtype=np.int64), "attention_key_pos"),
-                              g.op("reshape", [nonpad, g.add_const(np.array([b, 1], np.int64), "attention_b1")])])
+        lengths = g.op("reshape", [nonpad, g.add_const(np.array([b, 1], np.int64), "attention_b1")])
+        valid = g.op("less", [g.add_const(np.arange(t, dtype=np.int64), "attention_key_pos"), lengths])
         pad = g.op("where", [valid, zero, ninf])
         parts.append(g.op("reshape", [pad, g.add_const(np.array([b, 1, 1, t], np.int64), "attention_b11t")]))
     bias = g.add_const(np.zeros((sq, t), qdt), "attention_zeros")
@@ -341,7 +339,8 @@ register(OpDef(
         "is_causal": Attr("bool", False, "query i attends key j only if j <= i + offset (bottom-right)"),
         "softcap": Attr("float", 0.0, "> 0: scores become softcap * tanh(scores / softcap)"),
         "softmax_precision": Attr("dtype", None, "float type the softmax is computed in"),
-        "qk_matmul_output_mode": Attr("int", 0, "4th output: 0/1 scores (after softcap), 2 + bias, 3 probabilities"),
+        "qk_matmul_output_mode": Attr("int", 0, "4th output: 0/1 scores (after softcap), 2 + bias, "
+                                                "3 probabilities"),
         "left_window": Attr("int", -1, ">= 0: keys at most this far before the query position"),
         "right_window": Attr("int", -1, ">= 0: keys at most this far after the query position"),
     },
@@ -442,7 +441,8 @@ def _swiglu_infer(ctx):
         same = len(a.shape) == len(b.shape) and all(
             x == y or not (is_static_dim(x) and is_static_dim(y)) for x, y in zip(a.shape, b.shape))
         if not same:
-            ctx.fail("A and B must have one shape (no broadcasting)", input=1, expected=a.shape, actual=b.shape)
+            ctx.fail("A and B must have one shape (no broadcasting)", input=1, expected=a.shape,
+                     actual=b.shape)
     return [out(a.shape if a.shape is not None else b.shape, a.dtype)]
 
 

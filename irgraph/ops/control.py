@@ -22,7 +22,7 @@ from .. import dtype as dt
 from ..errors import ExecutionError
 from ..types import TensorType, is_static_dim
 from .registry import Attr, OpDef, register
-from .shapes import normalize_axis, out, shape_numel
+from .shapes import normalize_axis, shape_numel
 
 
 def merge_types(a: TensorType | None, b: TensorType | None, fresh) -> TensorType | None:
@@ -179,7 +179,7 @@ register(OpDef(
 
 
 # ---- scan ------------------------------------------------------------------------------------
-def _scan_layout(attrs, nstates: int, nscan_in: int, nscan_out: int, fail):
+def _scan_layout(attrs, nscan_in: int, nscan_out: int, fail):
     """The per-input/per-output directions and axes, defaulted and length-checked."""
     res = []
     for key, count in (("scan_input_directions", nscan_in), ("scan_input_axes", nscan_in),
@@ -216,7 +216,7 @@ def _scan_infer(ctx):
     m = a["num_scan_inputs"]
     batched = a["batched"]
     n, k = _scan_counts(body, len(ctx.inputs), m, ctx.fail)
-    in_dirs, in_axes, out_dirs, out_axes = _scan_layout(a, n, m, k, ctx.fail)
+    _, in_axes, _, out_axes = _scan_layout(a, m, k, ctx.fail)
     lead = 1 if batched else 0
     batch = None
     if batched:
@@ -245,7 +245,8 @@ def _scan_infer(ctx):
         init, got = ctx.type(j), body.outputs[j].type
         if init.dtype is not got.dtype:
             ctx.fail(f"state {j} changes dtype", input=j, expected=init.dtype.name, actual=got.dtype.name)
-        st = got if init.shape is None else merge_types(TensorType(init.shape[lead:], init.dtype), got, ctx.fresh)
+        # zero steps give the initial state back
+        st = TensorType(None, got.dtype) if init.shape is None else merge_types(TensorType(init.shape[lead:], init.dtype), got, ctx.fresh)
         outs.append(TensorType(None if st.shape is None else ((batch,) if batched else ()) + st.shape, st.dtype))
     for j in range(k):
         t = body.outputs[n + j].type
@@ -295,7 +296,7 @@ def _scan_ref(inputs, attrs, run):
     def fail(msg, **kw):
         raise ExecutionError(msg, **kw)
     n, k = _scan_counts(body, len(inputs), m, fail)
-    layout = _scan_layout(attrs, n, m, k, fail)
+    layout = _scan_layout(attrs, m, k, fail)
     if not attrs["batched"]:
         return tuple(_scan_once(list(inputs), attrs, run, n, k, layout))
     batch = inputs[0].shape[0]

@@ -7,15 +7,15 @@ Geometry attributes are per spatial axis: ``strides``, ``dilations`` (None means
 VALID) is normally resolved into explicit pads by the frontend; it stays an attribute only when
 the input's spatial dims are unknown at compile time, and is then resolved on the actual shapes.
 
-References are vectorized numpy: convolutions are im2col (a strided window view copied once)
-plus one batched matmul over the groups; pools reduce over a window view.
+References are vectorized numpy, looping only over kernel taps: convolutions build an im2col
+matrix (one strided slice copy per tap) and multiply it with the weight in one matmul covering
+all groups; pools combine the taps' strided slices with whole-tensor maximum/add.
 """
 from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from .. import dtype as dt
 from ..errors import ShapeError
@@ -38,7 +38,8 @@ def _raiser(op: str) -> Callable:
 
 
 def _acc_dtype(d: np.dtype) -> np.dtype:
-    """The dtype references accumulate in: float32 for 16-bit floats, int64 for integers."""
+    """The dtype references accumulate in: float32 for 16-bit floats (and float32), float64 for
+    float64, int64 for integers."""
     if d.kind == "f" and d.itemsize >= 8:
         return np.dtype(np.float64)
     if d.kind in "iu" or d.kind == "b":
@@ -388,7 +389,8 @@ def _convt_ref(ins, a):
         dst = tuple(slice(ld + t * d, ld + t * d + s * (sz - 1) + 1, s)
                     for ld, t, d, s, sz in zip(lead, tap, plan.dilations, plan.strides, sizes))
         buf[(slice(None), slice(None)) + dst] += contrib[(slice(None), slice(None)) + tap]
-    y = buf[(slice(None), slice(None)) + tuple(slice(ld + pb, ld + pb + o) for ld, pb, o in zip(lead, plan.pads_begin, plan.out))]
+    keep = tuple(slice(ld + pb, ld + pb + o) for ld, pb, o in zip(lead, plan.pads_begin, plan.out))
+    y = buf[(slice(None), slice(None)) + keep]
     if b is not None:
         y = y + b.astype(acc, copy=False).reshape((m,) + (1,) * nsp)
     return y.astype(x.dtype, copy=False)

@@ -114,6 +114,13 @@ def _inv_std(g, var, eps: float):
                         g.op("sqrt", [g.op("add", [var, _k(g, eps, var.dtype, "eps")])])])
 
 
+def _shape_of(g, x):
+    """x's shape as an int64 Value: a constant when static, so reshapes keep static dims."""
+    if x.type.is_static:
+        return g.add_const(np.array(x.shape, dtype=np.int64), "shape")
+    return g.op("shape", [x])
+
+
 def _axes(g, axes):
     return g.add_const(np.array(list(axes), dtype=np.int64), "axes")
 
@@ -215,7 +222,7 @@ def _bn_train_decompose(g, inputs, attrs):
 
 register(OpDef(
     "batch_norm_training", infer=_bn_train_infer, reference=_bn_train_ref, inputs=(5, 5),
-    kind="composite", variadic_outputs=True,
+    kind="composite",
     attrs={"epsilon": Attr("float", 1e-5), "momentum": Attr("float", 0.9)},
     differentiable=True, decompose=_bn_train_decompose,
     doc="training batch norm: normalizes with the batch's mean and biased variance; outputs "
@@ -299,7 +306,7 @@ def _gn_decompose(g, inputs, attrs):
     xs = _cast(g, x, attrs["stash_type"])
     grouped = g.op("reshape", [xs, g.add_const(np.array([0, attrs["num_groups"], -1], np.int64), "shape")])
     _, d, var = _moments(g, grouped, _axes(g, [2]))
-    y = g.op("reshape", [g.op("mul", [d, _inv_std(g, var, attrs["epsilon"])]), g.op("shape", [x])])
+    y = g.op("reshape", [g.op("mul", [d, _inv_std(g, var, attrs["epsilon"])]), _shape_of(g, x)])
     y = _cast(g, y, x.dtype)
     return [g.op("add", [g.op("mul", [y, _per_channel_value(g, scale, rank)]),
                          _per_channel_value(g, bias, rank)])]
@@ -363,7 +370,6 @@ def _ln_decompose(g, inputs, attrs):
 
 register(OpDef(
     "layer_norm", infer=_ln_infer, reference=_ln_ref, inputs=(2, 3), kind="composite",
-    variadic_outputs=True,
     attrs={"axis": Attr("int", -1, "first normalized axis; all axes from it on are normalized"),
            "epsilon": Attr("float", 1e-5),
            "stash_type": Attr("dtype", dt.float32, "dtype of the statistics and of outputs 1, 2")},

@@ -106,7 +106,8 @@ def _quantize_infer(ctx):
     if x.dtype not in QUANTIZE_INPUT_TYPES:
         ctx.fail("unsupported dtype", input=0, expected=_names(QUANTIZE_INPUT_TYPES), actual=x.dtype.name)
     if s.dtype not in QUANTIZE_INPUT_TYPES:
-        ctx.fail("unsupported scale dtype", input=1, expected=_names(QUANTIZE_INPUT_TYPES), actual=s.dtype.name)
+        ctx.fail("unsupported scale dtype", input=1, expected=_names(QUANTIZE_INPUT_TYPES),
+                 actual=s.dtype.name)
     zp = ctx.type(2)
     want = ctx.attrs["dtype"]
     if zp is not None and want is not None and zp.dtype is not want:
@@ -132,10 +133,12 @@ def quantize(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, od
     """saturate(round_half_even(x / scale) + zero_point) in ``odt`` (numpy, for references)."""
     x = np.asarray(x)
     s = expand_param(scale, x.shape, axis, block_size)
+    if precision is None and (s.dtype.kind == "f" or s.dtype == dt.bfloat16.np):
+        precision = DType.from_numpy(s.dtype)  # the scale's type sets the division's precision
     if precision is not None:
         q = x.astype(precision.np) / s.astype(precision.np)
-    else:
-        q = np.true_divide(x, s)
+    else:  # an integer scale: divide in float64
+        q = np.true_divide(x.astype(np.float64), s)
     if odt in INT_QUANT_TYPES:
         r = np.rint(q).astype(np.float64)
         r = np.where(np.isnan(r), 0.0, r)
@@ -170,7 +173,7 @@ register(OpDef(
     attrs={**_quant_attrs(),
            "saturate": Attr("bool", True, "float8 targets: clamp to the finite range instead of inf/nan"),
            "dtype": Attr("dtype", None, "output dtype when there is no zero point (default uint8)"),
-           "precision": Attr("dtype", None, "compute x / scale in this float type")},
+           "precision": Attr("dtype", None, "compute x / scale in this float type (default: the scale's)")},
     differentiable=False,
     doc="quantize_linear(x, scale, zero_point?): saturate(round_half_even(x / scale) + zero_point)",
 ))
@@ -467,8 +470,9 @@ register(OpDef(
     "requantize", infer=_requantize_infer, reference=_requantize_ref, inputs=(2, 3), kind="other",
     attrs={"dtype": Attr("dtype", None, "output dtype when there is no zero point (default uint8)")},
     differentiable=False,
-    doc="requantize(acc:int32, multiplier, zero_point?): saturate(round_half_even(acc * multiplier + zero_point)); "
-        "the epilogue of quantized matmul/conv (multiplier = in_scale * w_scale / out_scale)",
+    doc="requantize(acc:int32, multiplier, zero_point?): "
+        "saturate(round_half_even(acc * multiplier + zero_point)); the epilogue of quantized "
+        "matmul/conv (multiplier = in_scale * w_scale / out_scale)",
 ))
 
 

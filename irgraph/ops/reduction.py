@@ -282,6 +282,8 @@ def _axis_op_infer(ctx):
 # (and ONNX's function bodies) do; only the sum accumulates wider, like reduce_sum.
 def _softmax_ref(ins, a):
     x = ins[0]
+    if x.size == 0:
+        return x.copy()
     axis = normalize_axis(a["axis"], x.ndim)
     e = np.exp(x - np.max(x, axis=axis, keepdims=True))
     return (e / _ref_sum(e, (axis,), True).astype(x.dtype)).astype(x.dtype, copy=False)
@@ -289,6 +291,8 @@ def _softmax_ref(ins, a):
 
 def _log_softmax_ref(ins, a):
     x = ins[0]
+    if x.size == 0:
+        return x.copy()
     axis = normalize_axis(a["axis"], x.ndim)
     s = x - np.max(x, axis=axis, keepdims=True)
     lse = np.log(_ref_sum(np.exp(s), (axis,), True).astype(x.dtype))

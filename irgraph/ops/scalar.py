@@ -83,8 +83,8 @@ class NumpyScalar(ScalarBuilder):
     def tanh(self, a): return np.tanh(a)
 
     def erf(self, a):
-        a = np.asarray(a)
-        return _erf(a.astype(np.float64)).astype(a.dtype)
+        from .elementwise import erf_np
+        return erf_np(np.asarray(a))
 
     def sin(self, a): return np.sin(a)
     def cos(self, a): return np.cos(a)
@@ -119,20 +119,3 @@ class NumpyScalar(ScalarBuilder):
     def select(self, c, a, b): return np.where(c, a, b)
     def isnan(self, a): return np.isnan(a)
     def isinf(self, a): return np.isinf(a)
-
-
-_erf_vec = np.vectorize(math.erf, otypes=[np.float64])
-
-
-def _erf(x: np.ndarray) -> np.ndarray:
-    try:
-        from scipy.special import erf  # fast path when scipy happens to be installed
-        return erf(x)
-    except ImportError:
-        return _erf_vec(x) if x.size else x.astype(np.float64)
-
-
-def erf(x: np.ndarray) -> np.ndarray:
-    """Elementwise erf in the input's dtype (float64 internally)."""
-    x = np.asarray(x)
-    return _erf(x.astype(np.float64)).astype(x.dtype)

@@ -304,6 +304,12 @@ def test_softmax_decompositions_match_references():
                                        rtol=1e-5, atol=1e-6)
 
 
+def test_softmax_of_empty_tensor_is_empty():
+    e = np.zeros((0, 3), np.float32)
+    assert run("softmax", e).shape == (0, 3)
+    assert run("log_softmax", np.zeros((2, 0), np.float32)).shape == (2, 0)
+
+
 def test_hardmax_marks_first_maximum():
     x = np.array([[3, 1, 3, 2], [0, 0, 0, 0], [-1, 5, 2, 5]], np.float32)
     np.testing.assert_array_equal(run("hardmax", x), [[1, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0]])
@@ -360,6 +366,9 @@ def test_onnx_softmax_before_opset_13_coerces_to_2d():
     node = helper.make_node("Hardmax", ["x"], ["y"], axis=0)
     (y,) = onnx_run(node, {"x": x}, opset=11)
     assert y.sum() == 1 and y.reshape(-1)[np.argmax(x)] == 1
+    node = helper.make_node("Softmax", ["x"], ["y"], axis=3)  # axis == rank: a [N, 1] view
+    (y,) = onnx_run(node, {"x": x}, opset=11)
+    np.testing.assert_array_equal(y, np.ones_like(x))
     node = helper.make_node("LogSoftmax", ["x"], ["y"])  # default axis 1
     (y,) = onnx_run(node, {"x": x}, opset=9)
     np.testing.assert_allclose(y, np.log(want), rtol=1e-5, atol=1e-6)

@@ -18,5 +18,6 @@ from . import (  # noqa: F401,E402
     loss,
     training,
     text,
+    attention,
     irgraph_domain,
 )

@@ -48,7 +48,8 @@ def attention(ctx):
     outs = list(outs) if isinstance(outs, tuple) else [outs]
     if rank == 3:  # Y back to (B, S, H*Dv); the caches stay 4-D
         y = ctx.op("transpose", [outs[0]], {"perm": (0, 2, 1, 3)})
-        outs[0] = ctx.op("reshape", [y, ctx.constant(np.array([0, 0, -1], np.int64), name=f"{ctx.name}_y_shape")])
+        shape = ctx.constant(np.array([0, 0, -1], np.int64), name=f"{ctx.name}_y_shape")
+        outs[0] = ctx.op("reshape", [y, shape])
     return outs
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from irgraph import dtype as dt
 from irgraph.dtype import DType
 
 from .registry import converter
@@ -206,9 +207,7 @@ def _inference_dropout(ctx, mask_dtype: DType | None):
     x = ctx.input(0)
     if not ctx.output_wanted(1):
         return x
-    value = 1.0
-    mask = ctx.op("full_like", [x], {"value": value, "dtype": mask_dtype})
-    return x, mask
+    return x, ctx.op("full_like", [x], {"value": 1.0, "dtype": mask_dtype})
 
 
 @converter("Dropout", since=1)
@@ -221,7 +220,7 @@ def dropout_v1(ctx):
 
 @converter("Dropout", since=10)
 def dropout_v10(ctx):
-    return _inference_dropout(ctx, DType.from_name("bool"))
+    return _inference_dropout(ctx, dt.bool_)
 
 
 @converter("Dropout", since=12)
@@ -229,9 +228,9 @@ def dropout(ctx):
     training = ctx.const(2) if ctx.has_input(2) else np.array(False)
     ratio = ctx.const(1) if ctx.has_input(1) else np.array(0.5)
     if (training is not None and not bool(training)) or (ratio is not None and float(ratio) == 0.0):
-        return _inference_dropout(ctx, DType.from_name("bool"))
+        return _inference_dropout(ctx, dt.bool_)
     x = ctx.input(0)
     r = ctx.input(1) if ctx.has_input(1) else ctx.constant(np.array(0.5, dtype=x.dtype.np))
-    # training_mode known only when the graph runs: the op decides then
+    # training (or training_mode only known at run time, where the op reads it): random mask
     y, mask = ctx.op("dropout", [x, r, ctx.input(2)], {"seed": ctx.attr("seed", None)}, num_outputs=2)
     return y, mask

@@ -93,3 +93,8 @@ def roi_align(ctx):
 def non_max_suppression(ctx):
     return ctx.op("non_max_suppression", [ctx.input(i) for i in range(min(ctx.num_inputs, 5))],
                   {"center_point_box": ctx.attr("center_point_box", 0)})
+
+
+@converter("ImageDecoder", since=20)
+def image_decoder(ctx):
+    return ctx.op("image_decoder", [ctx.input(0)], {"pixel_format": ctx.attr("pixel_format", "RGB")})

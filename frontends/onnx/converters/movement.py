@@ -173,8 +173,7 @@ def _pad_value(ctx, value: float):
 @converter("Pad", since=11)
 def pad(ctx):
     value = ctx.input(2)
-    if value is not None and value.type.shape is not None and len(value.type.shape) > 0 \
-            and value.type.is_static and value.type.numel == 0:
+    if value is not None and value.type.numel == 0:
         value = None  # an empty constant_value means the default zero
     ins = [ctx.input(0), ctx.input(1), value, ctx.input(3) if ctx.opset >= 18 else None]
     return ctx.op("pad", ins, {"mode": ctx.attr("mode", "constant")})

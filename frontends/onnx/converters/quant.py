@@ -89,6 +89,8 @@ def qlinear_conv(ctx):
     bias = ctx.input(8)
     acc = ctx.op("conv_integer", [x, w, x_zp, w_zp], _conv_attrs(ctx))
     rank = acc.type.rank
+    if rank is None:
+        ctx.fail("QLinearConv needs inputs of known rank", input=0)
     per_channel = np.array([1, -1] + [1] * (rank - 2), dtype=np.int64)
     if bias is not None:
         b = ctx.op("reshape", [bias, ctx.constant(per_channel, name=f"{ctx.name}_bias_shape")])

@@ -131,10 +131,7 @@ def _make_axis_op(op_type: str, core: str):
         if not -rank <= axis <= rank:
             ctx.fail(f"axis {axis} out of range for rank {rank}", expected=f"[{-rank}, {rank}]", actual=axis)
         axis = axis + rank if axis < 0 else axis
-        if axis >= rank - 1:
-            # a single trailing axis (or, for axis == rank, a view of size 1)
-            if axis == rank:
-                return ctx.op(core, [x], {"axis": -1}) if rank == 0 else _on_view(ctx, core, x, rank)
+        if axis == rank - 1:
             return ctx.op(core, [x], {"axis": -1})
         return _on_view(ctx, core, x, axis)
 

@@ -21,7 +21,8 @@ def _split(ctx, op: str, groups: int, attrs: dict):
     for k in range(n):
         ins = [ctx.input(0), ctx.input(1)] + [ctx.input(2 + j * n + k) for j in range(groups)]
         results.append(ctx.op(op, ins, attrs, num_outputs=groups - 1))
-    # the gradient group has no output; core nodes give (X_new, S_new...) per tensor; ONNX lists all X_new first, then each state
+    # the gradients have no outputs; each core node gives (X_new, S_new...) for its tensor, and
+    # ONNX lists every X_new first, then each state's new values
     return [results[k][j] for j in range(groups - 1) for k in range(n)]
 
 
