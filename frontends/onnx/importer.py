@@ -97,10 +97,10 @@ class Importer:
                 self._collect_missing(f, fops, missing)
                 continue
             if ver is None:
-                missing.setdefault((dom, n.op_type, None), []).append(n.name or f"#{i}")
+                missing.setdefault((dom, n.op_type, None), []).append(n.name or f"{gproto.name or 'graph'}#{i}")
                 continue
             if find_converter(dom, n.op_type, ver) is None and _schema_function(n, dom, ver) is None:
-                missing.setdefault((dom, n.op_type, ver), []).append(n.name or f"#{i}")
+                missing.setdefault((dom, n.op_type, ver), []).append(n.name or f"{gproto.name or 'graph'}#{i}")
             for a in n.attribute:
                 if a.type == onnx.AttributeProto.GRAPH:
                     self._collect_missing(a.g, opsets, missing)

@@ -1,4 +1,4 @@
-"""Image ops: resize, grid_sample, affine_grid, roi_align, non_max_suppression.
+"""Image ops: resize, grid_sample, affine_grid, roi_align, non_max_suppression, image_decoder.
 
 Shape-like operands (resize scales/sizes/roi, the affine grid's output size, the NMS limits)
 are tensor inputs as in the newest ONNX opsets; inference reads them when they are known at
@@ -253,7 +253,9 @@ def _resize_ref(ins, a):
         if outside is not None and outside.any():
             mshape = [1] * y.ndim
             mshape[ax] = m
-            fill = a["extrapolation_value"] if y.dtype.kind == "f" else _saturate(np.array(a["extrapolation_value"]), y.dtype)
+            fill = a["extrapolation_value"]
+            if y.dtype.kind != "f":
+                fill = _saturate(np.array(fill), y.dtype)
             y = np.where(outside.reshape(mshape), fill, y)
     return _saturate(np.asarray(y), x.dtype) if y.dtype != x.dtype else y
 
@@ -396,7 +398,7 @@ register(OpDef(
 def _affine_grid_infer(ctx):
     th = check_dtype(ctx, 0, FLOAT_TYPES, "theta")
     s = check_dtype(ctx, 1, (dt.int64,), "size")
-    if s.rank != 1:
+    if s.shape is not None and s.rank != 1:
         ctx.fail("size must be a 1-D int64 tensor (N, C, H, W) or (N, C, D, H, W)", input=1, actual=s)
     r = None
     if th.shape is not None:
@@ -406,7 +408,7 @@ def _affine_grid_infer(ctx):
             r = th.shape[1]
             if r not in (2, 3) or (is_static_dim(th.shape[2]) and th.shape[2] != r + 1):
                 ctx.fail("theta must be (N, 2, 3) or (N, 3, 4)", input=0, actual=th)
-    if is_static_dim(s.shape[0]):
+    if s.shape is not None and is_static_dim(s.shape[0]):
         if s.shape[0] not in (4, 5):
             ctx.fail("size must have 4 or 5 entries", input=1, expected="4 | 5", actual=s.shape[0])
         if r is not None and s.shape[0] != r + 2:
@@ -470,13 +472,11 @@ def _roi_align_infer(ctx):
         ctx.fail("rois must be (num_rois, 4)", input=1, actual=rois)
     if bi.shape is not None and bi.rank != 1:
         ctx.fail("batch_indices must be (num_rois,)", input=2, actual=bi)
-    num = rois.shape[0] if rois.shape is not None else (bi.shape[0] if bi.shape is not None else ctx.fresh("rois"))
-    if not is_static_dim(num) and bi.shape is not None and is_static_dim(bi.shape[0]):
-        num = bi.shape[0]
-    if rois.shape is not None and bi.shape is not None and all(is_static_dim(d) for d in (rois.shape[0], bi.shape[0])) \
-            and rois.shape[0] != bi.shape[0]:
-        ctx.fail("rois and batch_indices disagree on the number of rois", input=2,
-                 expected=rois.shape[0], actual=bi.shape[0])
+    nr = rois.shape[0] if rois.shape is not None else None
+    nb = bi.shape[0] if bi.shape is not None else None
+    if is_static_dim(nr) and is_static_dim(nb) and nr != nb:
+        ctx.fail("rois and batch_indices disagree on the number of rois", input=2, expected=nr, actual=nb)
+    num = nr if is_static_dim(nr) else nb if is_static_dim(nb) else nr or nb or ctx.fresh("rois")
     c = x.shape[1] if x.shape is not None else ctx.fresh("c")
     return [out((num, c, a["output_height"], a["output_width"]), x.dtype)]
 

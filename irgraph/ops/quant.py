@@ -18,7 +18,7 @@ from ..types import is_static_dim
 from .registry import Attr, OpDef, register
 from .shapes import normalize_axis, out
 
-INT_QUANT_TYPES = (dt.int8, dt.uint8, dt.int16, dt.uint16, dt.int4, dt.uint4)
+INT_QUANT_TYPES = (dt.int8, dt.uint8, dt.int16, dt.uint16, dt.int4, dt.uint4, dt.int2, dt.uint2)
 FLOAT8_TYPES = (dt.float8e4m3fn, dt.float8e4m3fnuz, dt.float8e5m2, dt.float8e5m2fnuz)
 QUANT_TYPES = INT_QUANT_TYPES + FLOAT8_TYPES + (dt.float4e2m1,)
 SCALE_TYPES = (dt.float32, dt.float16, dt.bfloat16)
