@@ -138,10 +138,12 @@ class Graph:
 
     def op(self, op: str, inputs: Sequence[Value | None], attrs: dict | None = None, *,
            name: str | None = None, num_outputs: int | None = None,
-           output_names: Sequence[str] | None = None, meta: dict | None = None):
+           output_names: Sequence[str] | None = None, meta: dict | None = None,
+           fold_known: bool = True):
         """Append a node of registry op ``op``; its output types come from the op's inference.
 
-        Returns the output Value, or a tuple of Values when the op has several outputs.
+        Returns the output Value, or a tuple of Values when the op has several outputs. Small
+        outputs computable from known inputs get ``Value.meta["value"]`` (see ops/evaluate.py).
         """
         from .ops.registry import get_op
         opdef = get_op(op)
@@ -158,6 +160,9 @@ class Graph:
             outs.append(Value(self.unique_name(base), t, graph=self))
         node = Node(op, inputs, outs, attrs, node_name, meta)
         self.nodes.append(node)
+        if fold_known:
+            from .ops.evaluate import propagate_values
+            propagate_values(node)
         if len(outs) == 1 and (num_outputs is None or num_outputs == 1) and not opdef.variadic_outputs:
             return outs[0]
         return tuple(outs)
@@ -214,6 +219,122 @@ class Graph:
 
     def parameter_count(self) -> int:
         return sum(int(v.const.size) for v in self.constants.values() if v.dtype.is_float)
+
+    # ---- editing (used by passes) ----------------------------------------------------
+    def replace_uses(self, old: Value, new: Value) -> int:
+        """Make every reader of ``old`` (nodes here and in subgraphs, and graph outputs) read
+        ``new``; returns the number of uses changed."""
+        count = 0
+
+        def visit(g: "Graph"):
+            nonlocal count
+            for n in g.nodes:
+                for i, v in enumerate(n.inputs):
+                    if v is old:
+                        n.inputs[i] = new
+                        count += 1
+                for sg in n.subgraphs():
+                    visit(sg)
+            for i, v in enumerate(g.outputs):
+                if v is old:
+                    g.outputs[i] = new
+                    count += 1
+        visit(self)
+        return count
+
+    def remove_unused(self) -> int:
+        """Drop nodes whose outputs nobody reads (and unused constants); returns how many nodes."""
+        live: set = {id(v) for v in self.outputs}
+        keep = []
+        for n in reversed(self.nodes):
+            needed = any(id(o) in live for o in n.outputs)
+            if needed:
+                keep.append(n)
+                for v in n.inputs:
+                    if v is not None:
+                        live.add(id(v))
+                for sg in n.subgraphs():
+                    for v in sg.captured_values():
+                        live.add(id(v))
+        removed = len(self.nodes) - len(keep)
+        keep.reverse()
+        self.nodes = keep
+        for name in [k for k, v in self.constants.items() if id(v) not in live]:
+            del self.constants[name]
+        return removed
+
+    def toposort(self) -> None:
+        """Reorder nodes so every value is produced before it is read, keeping the current order
+        wherever the dependencies allow (passes append new nodes at the end and call this)."""
+        index = {id(n): i for i, n in enumerate(self.nodes)}
+        producer = {}
+        for n in self.nodes:
+            for o in n.outputs:
+                producer[id(o)] = n
+        deps: dict[int, set] = {}
+        users: dict[int, list] = {id(n): [] for n in self.nodes}
+        for n in self.nodes:
+            reads = [v for v in n.inputs if v is not None]
+            for sg in n.subgraphs():
+                reads.extend(sg.captured_values())
+            d = {id(producer[id(v)]) for v in reads if id(v) in producer and producer[id(v)] is not n}
+            deps[id(n)] = d
+            for p in d:
+                users[p].append(n)
+        import heapq
+        ready = [(index[id(n)], id(n), n) for n in self.nodes if not deps[id(n)]]
+        heapq.heapify(ready)
+        order = []
+        while ready:
+            _, _, n = heapq.heappop(ready)
+            order.append(n)
+            for u in users[id(n)]:
+                d = deps[id(u)]
+                d.discard(id(n))
+                if not d:
+                    heapq.heappush(ready, (index[id(u)], id(u), u))
+        if len(order) != len(self.nodes):
+            from .errors import VerifyError
+            stuck = [n.name for n in self.nodes if deps[id(n)]][:5]
+            raise VerifyError(f"graph has a cycle through nodes {stuck}")
+        self.nodes = order
+
+    def copy(self, parent: "Graph | None" = None, _map: dict | None = None) -> "Graph":
+        """A structural copy: new Graph, Nodes and Values; constant arrays are shared."""
+        vmap: dict = {} if _map is None else _map
+        g = Graph(self.name, parent=parent)
+        g.meta = dict(self.meta)
+        g._names = set(self._names)
+        g._node_names = set(self._node_names)
+        for v in self.inputs:
+            nv = Value(v.name, v.type, graph=g)
+            nv.meta = dict(v.meta)
+            vmap[id(v)] = nv
+            g.inputs.append(nv)
+        for k, v in self.constants.items():
+            nv = Value(v.name, v.type, const=v.const, graph=g)
+            nv.meta = dict(v.meta)
+            vmap[id(v)] = nv
+            g.constants[k] = nv
+        for n in self.nodes:
+            outs = []
+            for o in n.outputs:
+                no = Value(o.name, o.type, graph=g)
+                no.meta = dict(o.meta)
+                vmap[id(o)] = no
+                outs.append(no)
+            attrs = {}
+            for k, a in n.attrs.items():
+                if isinstance(a, Graph):
+                    attrs[k] = a.copy(parent=g, _map=vmap)
+                elif isinstance(a, (list, tuple)) and a and all(isinstance(x, Graph) for x in a):
+                    attrs[k] = type(a)(x.copy(parent=g, _map=vmap) for x in a)
+                else:
+                    attrs[k] = a
+            ins = [None if v is None else vmap.get(id(v), v) for v in n.inputs]
+            g.nodes.append(Node(n.op, ins, outs, attrs, n.name, n.meta))
+        g.outputs = [vmap.get(id(v), v) for v in self.outputs]
+        return g
 
     # ---- checks and views --------------------------------------------------------------
     def verify(self) -> None:

@@ -16,7 +16,7 @@ import onnx
 from irgraph.dtype import DType
 from irgraph.errors import IrgraphError, ModelImportError, UnsupportedOpError
 from irgraph.graph import Graph, Value
-from irgraph.ops.evaluate import known_value, propagate_values
+from irgraph.ops.evaluate import known_value
 from irgraph.types import MAX_ELEMENTS, TensorType, fresh_dim
 
 from . import converters  # noqa: F401  (registers every converter)
@@ -329,7 +329,6 @@ class ConvertCtx:
                         meta={"source": [self.name], "onnx_op": self.op_type, "opset": self.opset})
         for node in self.g.nodes[before:]:
             self.new_nodes.add(node)
-            propagate_values(node)
         return res
 
     def constant(self, array, dtype: DType | None = None, name: str | None = None) -> Value:

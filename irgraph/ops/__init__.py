@@ -25,4 +25,5 @@ from . import (  # noqa: F401,E402
     training,
     text,
     attention,
+    fused,
 )
