@@ -78,10 +78,16 @@ def _conv_bn(b: _Builder, x, cin, cout, k, stride, relu=True):
     return b.node("Relu", [y]) if relu else y
 
 
-def resnet(widths=(16, 32, 64), blocks=1, image=32, classes=10, batch="N", seed=1) -> onnx.ModelProto:
-    """A CIFAR-style ResNet: conv-BN-ReLU stem, basic blocks with residual adds, global pooling."""
+def resnet(widths=(16, 32, 64), blocks=1, image=32, classes=10, batch="N", seed=1,
+           imagenet_stem=False, name="resnet") -> onnx.ModelProto:
+    """A ResNet of basic blocks with residual adds and global pooling: a CIFAR-style 3x3 stem, or
+    the ImageNet 7x7/2 conv + 3x3/2 max-pool stem."""
     b = _Builder(seed)
-    x = _conv_bn(b, "x", 3, widths[0], 3, 1)
+    if imagenet_stem:
+        x = _conv_bn(b, "x", 3, widths[0], 7, 2)
+        x = b.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    else:
+        x = _conv_bn(b, "x", 3, widths[0], 3, 1)
     cin = widths[0]
     for si, w in enumerate(widths):
         for bi in range(blocks):
@@ -96,7 +102,13 @@ def resnet(widths=(16, 32, 64), blocks=1, image=32, classes=10, batch="N", seed=
     x = b.node("Gemm", [x, b.weight((classes, cin), name="fc.weight"), b.weight((classes,), 0.1, "fc.bias")], transB=1)
     y = _rename_output(b, x, "logits")
     return b.model([helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, image, image])],
-                   [helper.make_tensor_value_info(y, TensorProto.FLOAT, [batch, classes])], "resnet")
+                   [helper.make_tensor_value_info(y, TensorProto.FLOAT, [batch, classes])], name)
+
+
+def resnet18(image=224, classes=1000, batch="N", seed=4) -> onnx.ModelProto:
+    """ResNet-18: ImageNet stem, four stages of two basic blocks (64, 128, 256, 512 channels)."""
+    return resnet(widths=(64, 128, 256, 512), blocks=2, image=image, classes=classes, batch=batch,
+                  seed=seed, imagenet_stem=True, name="resnet18")
 
 
 def _layer_norm_decomposed(b: _Builder, x, hidden):
@@ -113,9 +125,26 @@ def _layer_norm_decomposed(b: _Builder, x, hidden):
 
 def bert_layer(hidden=64, heads=4, ffn=128, seq="S", batch="N", seed=2) -> onnx.ModelProto:
     """One post-LN transformer encoder layer with attention, masks, GELU (Erf) and Shape arithmetic."""
+    return bert_encoder(layers=1, hidden=hidden, heads=heads, ffn=ffn, seq=seq, batch=batch, seed=seed,
+                        name="bert_layer")
+
+
+def bert_encoder(layers=4, hidden=256, heads=4, ffn=None, seq="S", batch="N", seed=5,
+                 name="bert_encoder") -> onnx.ModelProto:
+    """A BERT-style encoder: ``layers`` post-LN layers (defaults: hidden 256, 4 heads, FFN 4x)."""
     b = _Builder(seed)
-    hd = hidden // heads
+    ffn = ffn or 4 * hidden
     x = "x"
+    for _ in range(layers):
+        x = _encoder_layer(b, x, hidden, heads, ffn)
+    y = _rename_output(b, x, "hidden_states")
+    return b.model([helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, seq, hidden]),
+                    helper.make_tensor_value_info("mask", TensorProto.INT64, [batch, seq])],
+                   [helper.make_tensor_value_info(y, TensorProto.FLOAT, [batch, seq, hidden])], name)
+
+
+def _encoder_layer(b: _Builder, x: str, hidden: int, heads: int, ffn: int) -> str:
+    hd = hidden // heads
 
     def linear(inp, fi, fo, name):
         return b.node("Add", [b.node("MatMul", [inp, b.weight((fi, fo), name=f"{name}.weight")]),
@@ -153,10 +182,7 @@ def bert_layer(hidden=64, heads=4, ffn=128, seq="S", batch="N", seed=2) -> onnx.
     out = b.node("LayerNormalization", [b.node("Add", [linear(g, ffn, hidden, "ffn2"), x1]),
                                         b.const(np.ones(hidden, np.float32), "ln2.weight"),
                                         b.const(np.zeros(hidden, np.float32), "ln2.bias")], axis=-1, epsilon=1e-5)
-    y = _rename_output(b, out, "hidden_states")
-    return b.model([helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, seq, hidden]),
-                    helper.make_tensor_value_info("mask", TensorProto.INT64, [batch, seq])],
-                   [helper.make_tensor_value_info(y, TensorProto.FLOAT, [batch, seq, hidden])], "bert_layer")
+    return out
 
 
 def lstm(input_size=16, hidden=32, classes=5, seq=7, batch="N", seed=3) -> onnx.ModelProto:
@@ -196,3 +222,6 @@ def feeds(model: onnx.ModelProto, dims: dict[str, int] | None = None, seed: int 
 
 
 ALL = {"mlp": mlp, "resnet": resnet, "bert_layer": bert_layer, "lstm": lstm}
+
+# larger models of the benchmarks and the pass tests (sizes as in the issues)
+LARGE = {"resnet18": resnet18, "bert_encoder": bert_encoder}
