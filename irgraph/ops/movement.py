@@ -1,8 +1,9 @@
-"""Data-movement ops: reshape, transpose, slice, concat, split, pad, expand, tile, squeeze …
+"""Data-movement ops: reshape, transpose, slice, concat, split, squeeze, unsqueeze, expand, tile
+(ops that fill or rearrange elements within the tensor, such as pad, are in ``rearrange.py``).
 
-Shape-like operands (a reshape's target shape, slice bounds, pads) are int64 tensor inputs as
-in ONNX, so shapes computed in the graph work; inference reads them when they are known at
-compile time (constants, or values the importer could compute) and makes symbols otherwise.
+Shape-like operands (a reshape's target shape, slice bounds, expand's shape) are int64 tensor
+inputs as in ONNX, so shapes computed in the graph work; inference reads them when they are known
+at compile time (constants, or values the importer could compute) and makes symbols otherwise.
 """
 from __future__ import annotations
 
@@ -14,25 +15,26 @@ from .. import dtype as dt
 from ..errors import ShapeError
 from ..types import is_static_dim
 from .registry import Attr, OpDef, register
-from .shapes import broadcast_shapes, normalize_axes, normalize_axis, out, shape_numel
+from .shapes import broadcast_shapes, normalize_axes, normalize_axis, out
 
 
-def _raise(msg):
+def raise_shape_error(msg):
+    """For references, which have no inference context to report through."""
     raise ShapeError(msg)
 
 
-def _fail(ctx, msg, **kw):
+def fail(ctx, msg, **kw):
     """Report through the inference context when there is one (names node and op), else raise."""
     if ctx is not None:
         ctx.fail(msg, **kw)
     raise ShapeError(msg)
 
 
-def _ints(a) -> list[int]:
+def as_ints(a) -> list[int]:
     return [int(v) for v in np.asarray(a).reshape(-1)]
 
 
-def _check_int_vector(ctx, i: int, what: str, scalar_ok: bool = False):
+def check_int_vector(ctx, i: int, what: str, scalar_ok: bool = False):
     """Input ``i`` must be an int64 vector (or scalar where allowed); returns its static length."""
     t = ctx.type(i)
     if t is None:
@@ -49,7 +51,7 @@ def _check_int_vector(ctx, i: int, what: str, scalar_ok: bool = False):
     return n if is_static_dim(n) else None
 
 
-def _data_type(ctx):
+def data_type(ctx):
     x = ctx.type(0)
     if x is None:
         ctx.fail("missing data input", input=0)
@@ -67,25 +69,26 @@ def _dims_product(dims):
     return n, syms
 
 
+
 # ---- reshape -------------------------------------------------------------------------------
 def _reshape_target(in_shape, spec, allowzero, ctx=None):
     spec = [int(s) for s in spec]
     res = []
     for i, s in enumerate(spec):
         if s < -1:
-            _fail(ctx, f"target shape {tuple(spec)} has the negative entry {s}")
+            fail(ctx, f"target shape {tuple(spec)} has the negative entry {s}")
         if s == 0 and not allowzero:
             if in_shape is None and ctx is not None:
                 res.append(ctx.fresh("reshape"))
                 continue
             if in_shape is None or i >= len(in_shape):
-                _fail(ctx, f"shape entry {i} is 0 (copy) but the input has rank "
+                fail(ctx, f"shape entry {i} is 0 (copy) but the input has rank "
                            f"{None if in_shape is None else len(in_shape)}")
             res.append(in_shape[i])
         else:
             res.append(s)
     if res.count(-1) > 1:
-        _fail(ctx, f"target shape {tuple(spec)} has more than one -1")
+        fail(ctx, f"target shape {tuple(spec)} has more than one -1")
     if in_shape is None:
         if -1 in res:
             res[res.index(-1)] = ctx.fresh("reshape")
@@ -99,7 +102,7 @@ def _reshape_target(in_shape, spec, allowzero, ctx=None):
             res[res.index(-1)] = ctx.fresh("reshape") if ctx else -1
         elif known_n == 0 or total_n % known_n:
             if not left:
-                _fail(ctx, f"cannot reshape {tuple(in_shape)} into {tuple(spec)}")
+                fail(ctx, f"cannot reshape {tuple(in_shape)} into {tuple(spec)}")
             res[res.index(-1)] = ctx.fresh("reshape") if ctx else -1
         elif not left:
             res[res.index(-1)] = total_n // known_n
@@ -111,7 +114,7 @@ def _reshape_target(in_shape, spec, allowzero, ctx=None):
     else:
         out_n, out_s = _dims_product(res)
         if total_s == out_s and total_n != out_n:
-            _fail(ctx, f"cannot reshape {tuple(in_shape)} ({total_n} elements) into {tuple(spec)} "
+            fail(ctx, f"cannot reshape {tuple(in_shape)} ({total_n} elements) into {tuple(spec)} "
                        f"({out_n} elements)")
     return tuple(res)
 
@@ -148,13 +151,13 @@ def _perm(perm, rank, ctx=None):
         return tuple(range(rank - 1, -1, -1))
     perm = tuple(int(p) for p in perm)
     if sorted(perm) != list(range(rank)):
-        _fail(ctx, f"perm {perm} is not a permutation of the {rank} axes",
+        fail(ctx, f"perm {perm} is not a permutation of the {rank} axes",
               expected=f"a permutation of {tuple(range(rank))}", actual=perm)
     return perm
 
 
 def _transpose_infer(ctx):
-    x = _data_type(ctx)
+    x = data_type(ctx)
     perm = ctx.attrs["perm"]
     if x.shape is None:
         return [out(None if perm is None else tuple(ctx.fresh("transpose") for _ in perm), x.dtype)]
@@ -190,25 +193,25 @@ def _slice_dim(dim: int, start: int, end: int, step: int):
 
 
 def _slice_args(rank, starts, ends, axes, steps, ctx=None):
-    starts, ends = _ints(starts), _ints(ends)
+    starts, ends = as_ints(starts), as_ints(ends)
     if len(starts) != len(ends):
-        _fail(ctx, "starts and ends differ in length", expected=len(starts), actual=len(ends))
-    axes = list(range(len(starts))) if axes is None else _ints(axes)
-    steps = [1] * len(starts) if steps is None else _ints(steps)
+        fail(ctx, "starts and ends differ in length", expected=len(starts), actual=len(ends))
+    axes = list(range(len(starts))) if axes is None else as_ints(axes)
+    steps = [1] * len(starts) if steps is None else as_ints(steps)
     if len(axes) != len(starts) or len(steps) != len(starts):
-        _fail(ctx, "starts, ends, axes and steps must have one entry per sliced axis",
+        fail(ctx, "starts, ends, axes and steps must have one entry per sliced axis",
               expected=len(starts), actual=(len(axes), len(steps)))
     axes = normalize_axes(axes, rank, ctx) if ctx is not None else normalize_axes(axes, rank)
     if any(s == 0 for s in steps):
-        _fail(ctx, "slice steps must not be 0", actual=tuple(steps))
+        fail(ctx, "slice steps must not be 0", actual=tuple(steps))
     return list(zip(axes, starts, ends, steps))
 
 
 def _slice_infer(ctx):
-    x = _data_type(ctx)
+    x = data_type(ctx)
     for i, what in ((1, "starts"), (2, "ends"), (3, "axes"), (4, "steps")):
         if ctx.has(i):
-            _check_int_vector(ctx, i, what)
+            check_int_vector(ctx, i, what)
     if x.shape is None:
         return [out(None, x.dtype)]
     rank = len(x.shape)
@@ -218,7 +221,7 @@ def _slice_infer(ctx):
     shape = list(x.shape)
     if not known:
         if ctx.has(3) and vals[2] is not None:
-            for a in normalize_axes(_ints(vals[2]), rank, ctx):
+            for a in normalize_axes(as_ints(vals[2]), rank, ctx):
                 shape[a] = ctx.fresh("slice")
             return [out(tuple(shape), x.dtype)]
         return [out(tuple(ctx.fresh("slice") for _ in shape), x.dtype)]
@@ -300,20 +303,20 @@ def _even_split(dim: int, n: int, ctx=None) -> list[int]:
     5 into 4 parts is [2, 2, 1, 0].
     """
     if n <= 0:
-        _fail(ctx, f"cannot split into {n} parts", actual=n)
+        fail(ctx, f"cannot split into {n} parts", actual=n)
     chunk = -(-dim // n)
     return [min(chunk, max(0, dim - k * chunk)) for k in range(n)]
 
 
 def _split_infer(ctx):
-    x = _data_type(ctx)
+    x = data_type(ctx)
     nattr = ctx.attrs["num_outputs"]
     sizes = None
     if ctx.has(1):
-        count = _check_int_vector(ctx, 1, "split sizes")
+        count = check_int_vector(ctx, 1, "split sizes")
         sizes = ctx.const(1)
         if sizes is not None:
-            sizes = _ints(sizes)
+            sizes = as_ints(sizes)
             count = len(sizes)
             if any(s < 0 for s in sizes):
                 ctx.fail("split sizes must be >= 0", input=1, actual=tuple(sizes))
@@ -352,9 +355,9 @@ def _split_ref(ins, a):
     x = ins[0]
     axis = normalize_axis(a["axis"], x.ndim)
     if len(ins) > 1 and ins[1] is not None:
-        sizes = _ints(ins[1])
+        sizes = as_ints(ins[1])
         if sum(sizes) != x.shape[axis]:
-            _raise(f"split sizes {tuple(sizes)} do not add up to {x.shape[axis]}")
+            raise_shape_error(f"split sizes {tuple(sizes)} do not add up to {x.shape[axis]}")
     else:
         sizes = _even_split(x.shape[axis], a["num_outputs"])
     return tuple(np.split(x, np.cumsum(sizes)[:-1], axis=axis))
@@ -371,9 +374,9 @@ register(OpDef(
 
 # ---- squeeze / unsqueeze --------------------------------------------------------------------
 def _squeeze_infer(ctx):
-    x = _data_type(ctx)
+    x = data_type(ctx)
     if ctx.has(1):
-        n = _check_int_vector(ctx, 1, "axes", scalar_ok=True)
+        n = check_int_vector(ctx, 1, "axes", scalar_ok=True)
         axes = ctx.const(1)
         if axes is None:
             if x.shape is None or n is None:
@@ -381,7 +384,7 @@ def _squeeze_infer(ctx):
             return [out(tuple(ctx.fresh("squeeze") for _ in range(len(x.shape) - n)), x.dtype)]
         if x.shape is None:
             return [out(None, x.dtype)]
-        axes = normalize_axes(_ints(axes), len(x.shape), ctx)
+        axes = normalize_axes(as_ints(axes), len(x.shape), ctx)
         for a in axes:
             d = x.shape[a]
             if is_static_dim(d) and d != 1:
@@ -396,10 +399,10 @@ def _squeeze_infer(ctx):
 def _squeeze_ref(ins, a):
     x = ins[0]
     if len(ins) > 1 and ins[1] is not None:
-        axes = normalize_axes(_ints(ins[1]), x.ndim)
+        axes = normalize_axes(as_ints(ins[1]), x.ndim)
         bad = [ax for ax in axes if x.shape[ax] != 1]
         if bad:
-            _raise(f"cannot squeeze axes {bad} of shape {x.shape}")
+            raise_shape_error(f"cannot squeeze axes {bad} of shape {x.shape}")
         return x.reshape(tuple(d for i, d in enumerate(x.shape) if i not in axes))
     return x.reshape(tuple(d for d in x.shape if d != 1))
 
@@ -419,8 +422,8 @@ def _unsqueeze_shape(shape, axes, ctx=None):
 
 
 def _unsqueeze_infer(ctx):
-    x = _data_type(ctx)
-    n = _check_int_vector(ctx, 1, "axes", scalar_ok=True)
+    x = data_type(ctx)
+    n = check_int_vector(ctx, 1, "axes", scalar_ok=True)
     axes = ctx.const(1)
     if x.shape is None:
         return [out(None, x.dtype)]
@@ -428,112 +431,23 @@ def _unsqueeze_infer(ctx):
         if n is None:
             return [out(None, x.dtype)]
         return [out(tuple(ctx.fresh("unsqueeze") for _ in range(len(x.shape) + n)), x.dtype)]
-    return [out(_unsqueeze_shape(x.shape, _ints(axes), ctx), x.dtype)]
+    return [out(_unsqueeze_shape(x.shape, as_ints(axes), ctx), x.dtype)]
 
 
 register(OpDef(
     "unsqueeze", infer=_unsqueeze_infer, inputs=(2, 2), kind="movement", differentiable=True,
-    reference=lambda ins, a: ins[0].reshape(_unsqueeze_shape(ins[0].shape, _ints(ins[1]))),
+    reference=lambda ins, a: ins[0].reshape(_unsqueeze_shape(ins[0].shape, as_ints(ins[1]))),
     doc="unsqueeze(x, axes): insert size-1 axes at the given positions of the output",
-))
-
-
-# ---- pad -----------------------------------------------------------------------------------
-PAD_MODES = ("constant", "reflect", "edge", "wrap")
-
-
-def _pad_spec(rank, pads, axes, ctx=None):
-    """Per-axis (before, after) pads for all ``rank`` axes."""
-    pads = _ints(pads)
-    axes = list(range(rank)) if axes is None else _ints(axes)
-    axes = normalize_axes(axes, rank, ctx) if ctx is not None else normalize_axes(axes, rank)
-    if len(pads) != 2 * len(axes):
-        _fail(ctx, "pads must hold a begin and an end value per padded axis",
-              expected=2 * len(axes), actual=len(pads))
-    spec = [(0, 0)] * rank
-    for k, a in enumerate(axes):
-        spec[a] = (pads[k], pads[k + len(axes)])
-    return spec
-
-
-def _pad_infer(ctx):
-    x = _data_type(ctx)
-    if ctx.attrs["mode"] not in PAD_MODES:
-        ctx.fail(f"unknown pad mode {ctx.attrs['mode']!r}", expected=" | ".join(PAD_MODES),
-                 actual=ctx.attrs["mode"])
-    _check_int_vector(ctx, 1, "pads")
-    if ctx.has(2):
-        c = ctx.type(2)
-        if c.dtype is not x.dtype:
-            ctx.fail("constant_value must have the data's dtype", input=2, expected=x.dtype.name,
-                     actual=c.dtype.name)
-        if c.is_static and c.numel != 1:
-            ctx.fail("constant_value must hold one value", input=2, expected="1 element", actual=c.shape)
-    if ctx.has(3):
-        _check_int_vector(ctx, 3, "axes")
-    if x.shape is None:
-        return [out(None, x.dtype)]
-    rank = len(x.shape)
-    pads = ctx.const(1)
-    axes = ctx.const(3) if ctx.has(3) else None
-    if pads is None or (ctx.has(3) and axes is None):
-        shape = list(x.shape)
-        for a in (normalize_axes(_ints(axes), rank, ctx) if axes is not None else range(rank)):
-            shape[a] = ctx.fresh("pad")
-        return [out(tuple(shape), x.dtype)]
-    shape = []
-    for a, (d, (b, e)) in enumerate(zip(x.shape, _pad_spec(rank, pads, axes, ctx))):
-        if is_static_dim(d):
-            if d + b + e < 0:
-                ctx.fail(f"pads ({b}, {e}) remove more than the {d} elements of axis {a}")
-            if ctx.attrs["mode"] != "constant" and d == 0 and (b > 0 or e > 0):
-                ctx.fail(f"{ctx.attrs['mode']} padding needs a non-empty axis {a}", input=0)
-            shape.append(d + b + e)
-        else:
-            shape.append(d if b == 0 and e == 0 else ctx.fresh("pad"))
-    return [out(tuple(shape), x.dtype)]
-
-
-def _zero_of(dtype: np.dtype):
-    return "" if dtype == object else np.zeros((), dtype)[()]
-
-
-def _pad_ref(ins, a):
-    x, pads = ins[0], ins[1]
-    value = ins[2] if len(ins) > 2 and ins[2] is not None else None
-    axes = ins[3] if len(ins) > 3 else None
-    spec = _pad_spec(x.ndim, pads, axes)
-    # negative pads crop first; the positive ones then pad what is left
-    crop = tuple(slice(max(-b, 0), x.shape[i] - max(-e, 0)) for i, (b, e) in enumerate(spec))
-    x = x[crop]
-    widths = [(max(b, 0), max(e, 0)) for b, e in spec]
-    mode = a["mode"]
-    if mode == "constant":
-        fill = _zero_of(x.dtype) if value is None or np.size(value) == 0 else np.asarray(value).reshape(-1)[0]
-        # filled by hand: np.pad mangles string fills on object arrays
-        y = np.full(tuple(d + b + e for d, (b, e) in zip(x.shape, widths)), fill, dtype=x.dtype)
-        y[tuple(slice(b, b + d) for d, (b, _) in zip(x.shape, widths))] = x
-        return y
-    if not any(b or e for b, e in widths):
-        return x.copy()
-    return np.pad(x, widths, mode=mode)
-
-
-register(OpDef(
-    "pad", infer=_pad_infer, reference=_pad_ref, inputs=(2, 4), kind="movement",
-    differentiable=True,
-    attrs={"mode": Attr("str", "constant", "constant | reflect | edge | wrap")},
-    doc="pad(x, pads, constant_value?, axes?): ONNX Pad; pads are [begins..., ends...], negative crops",
 ))
 
 
 # ---- expand / tile -------------------------------------------------------------------------
 def _expand_infer(ctx):
-    x = _data_type(ctx)
-    n = _check_int_vector(ctx, 1, "shape")
+    x = data_type(ctx)
+    n = check_int_vector(ctx, 1, "shape")
     shape = ctx.const(1)
     if shape is not None:
-        shape = _ints(shape)
+        shape = as_ints(shape)
         if any(s < 0 for s in shape):
             ctx.fail("expand shape entries must be >= 0", input=1, actual=tuple(shape))
         if x.shape is None:
@@ -549,7 +463,7 @@ def _expand_infer(ctx):
 
 def _expand_ref(ins, a):
     x = ins[0]
-    return np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(_ints(ins[1])))).copy()
+    return np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(as_ints(ins[1])))).copy()
 
 
 register(OpDef(
@@ -560,14 +474,14 @@ register(OpDef(
 
 
 def _tile_infer(ctx):
-    x = _data_type(ctx)
-    _check_int_vector(ctx, 1, "repeats")
+    x = data_type(ctx)
+    check_int_vector(ctx, 1, "repeats")
     reps = ctx.const(1)
     if x.shape is None:
         return [out(None, x.dtype)]
     if reps is None:
         return [out(tuple(ctx.fresh("tile") for _ in x.shape), x.dtype)]
-    reps = _ints(reps)
+    reps = as_ints(reps)
     if len(reps) != len(x.shape):
         ctx.fail("repeats must have one entry per input axis", input=1, expected=len(x.shape), actual=len(reps))
     if any(r < 0 for r in reps):
@@ -578,9 +492,9 @@ def _tile_infer(ctx):
 
 
 def _tile_ref(ins, a):
-    x, reps = ins[0], _ints(ins[1])
+    x, reps = ins[0], as_ints(ins[1])
     if len(reps) != x.ndim:
-        _raise(f"repeats {tuple(reps)} do not match rank {x.ndim}")
+        raise_shape_error(f"repeats {tuple(reps)} do not match rank {x.ndim}")
     return np.tile(x, reps) if x.ndim else x.copy()
 
 
@@ -588,237 +502,4 @@ register(OpDef(
     "tile", infer=_tile_infer, reference=_tile_ref, inputs=(2, 2), kind="movement",
     differentiable=True,
     doc="tile(x, repeats): repeat the whole tensor repeats[i] times along axis i",
-))
-
-
-# ---- depth_to_space / space_to_depth --------------------------------------------------------
-def _block_check(ctx):
-    x = _data_type(ctx)
-    bs, mode = ctx.attrs["blocksize"], ctx.attrs["mode"]
-    if bs < 1:
-        ctx.fail("blocksize must be >= 1", actual=bs)
-    if mode not in ("DCR", "CRD"):
-        ctx.fail(f"unknown mode {mode!r}", expected="DCR | CRD", actual=mode)
-    if x.shape is not None and len(x.shape) != 4:
-        ctx.fail("input must be 4-D (N, C, H, W)", input=0, expected="rank 4", actual=f"rank {len(x.shape)}")
-    return x, bs
-
-
-def _scaled(ctx, d, mul=1, div=1):
-    if not is_static_dim(d):
-        return d if mul == div else ctx.fresh(ctx.op.name)
-    return d * mul // div
-
-
-def _d2s_infer(ctx):
-    x, bs = _block_check(ctx)
-    if x.shape is None:
-        return [out(tuple(ctx.fresh("d2s") for _ in range(4)), x.dtype)]
-    n, c, h, w = x.shape
-    if is_static_dim(c) and c % (bs * bs):
-        ctx.fail(f"channels must be a multiple of blocksize**2 = {bs * bs}", input=0, actual=c)
-    return [out((n, _scaled(ctx, c, 1, bs * bs), _scaled(ctx, h, bs), _scaled(ctx, w, bs)), x.dtype)]
-
-
-def _d2s_ref(ins, a):
-    x, bs = ins[0], a["blocksize"]
-    n, c, h, w = x.shape
-    if a["mode"] == "DCR":
-        t = x.reshape(n, bs, bs, c // (bs * bs), h, w).transpose(0, 3, 4, 1, 5, 2)
-    else:
-        t = x.reshape(n, c // (bs * bs), bs, bs, h, w).transpose(0, 1, 4, 2, 5, 3)
-    return t.reshape(n, c // (bs * bs), h * bs, w * bs)
-
-
-def _s2d_infer(ctx):
-    x, bs = _block_check(ctx)
-    if x.shape is None:
-        return [out(tuple(ctx.fresh("s2d") for _ in range(4)), x.dtype)]
-    n, c, h, w = x.shape
-    for i, d in ((2, h), (3, w)):
-        if is_static_dim(d) and d % bs:
-            ctx.fail(f"spatial dim {i} must be a multiple of blocksize {bs}", input=0, actual=d)
-    return [out((n, _scaled(ctx, c, bs * bs), _scaled(ctx, h, 1, bs), _scaled(ctx, w, 1, bs)), x.dtype)]
-
-
-def _s2d_ref(ins, a):
-    x, bs = ins[0], a["blocksize"]
-    n, c, h, w = x.shape
-    t = x.reshape(n, c, h // bs, bs, w // bs, bs)
-    t = t.transpose(0, 3, 5, 1, 2, 4) if a["mode"] == "DCR" else t.transpose(0, 1, 3, 5, 2, 4)
-    return t.reshape(n, c * bs * bs, h // bs, w // bs)
-
-
-_BLOCK_ATTRS = {"blocksize": Attr("int"),
-                "mode": Attr("str", "DCR", "DCR: depth-column-row order of the channel; CRD: column-row-depth")}
-register(OpDef(
-    "depth_to_space", infer=_d2s_infer, reference=_d2s_ref, kind="movement", differentiable=True,
-    attrs=_BLOCK_ATTRS, doc="move channel blocks into spatial blocks (N, C, H, W) -> (N, C/b², Hb, Wb)",
-))
-register(OpDef(
-    "space_to_depth", infer=_s2d_infer, reference=_s2d_ref, kind="movement", differentiable=True,
-    attrs=dict(_BLOCK_ATTRS), doc="move spatial blocks into channels (N, C, H, W) -> (N, Cb², H/b, W/b)",
-))
-
-
-# ---- reverse_sequence ----------------------------------------------------------------------
-def _rs_axes(rank, a, ctx=None):
-    b = normalize_axis(a["batch_axis"], rank, ctx, "batch_axis")
-    t = normalize_axis(a["time_axis"], rank, ctx, "time_axis")
-    if b == t:
-        _fail(ctx, "batch_axis and time_axis must differ", actual=(b, t))
-    return b, t
-
-
-def _reverse_sequence_infer(ctx):
-    x = _data_type(ctx)
-    _check_int_vector(ctx, 1, "sequence_lens")
-    if x.shape is not None:
-        if len(x.shape) < 2:
-            ctx.fail("input must have rank >= 2", input=0, expected="rank >= 2", actual=f"rank {len(x.shape)}")
-        b, _ = _rs_axes(len(x.shape), ctx.attrs, ctx)
-        lens = ctx.type(1)
-        if lens.shape is not None and is_static_dim(lens.shape[0]) and is_static_dim(x.shape[b]) \
-                and lens.shape[0] != x.shape[b]:
-            ctx.fail("sequence_lens needs one length per batch entry", input=1, expected=x.shape[b],
-                     actual=lens.shape[0])
-    return [out(x.shape, x.dtype)]
-
-
-def _reverse_sequence_ref(ins, a):
-    x, lens = ins[0], np.asarray(ins[1]).astype(np.int64).reshape(-1)
-    b, t = _rs_axes(x.ndim, a)
-    y = np.moveaxis(x, (b, t), (0, 1))
-    nb, nt = y.shape[0], y.shape[1]
-    if lens.shape[0] != nb or np.any(lens < 0) or np.any(lens > nt):
-        _raise(f"sequence_lens {lens.tolist()} must hold {nb} lengths in [0, {nt}]")
-    steps = np.arange(nt)[None, :]
-    # within the first lens[b] steps index lens[b]-1-t, beyond them t itself
-    idx = np.where(steps < lens[:, None], lens[:, None] - 1 - steps, steps)
-    res = y[np.arange(nb)[:, None], idx]
-    return np.ascontiguousarray(np.moveaxis(res, (0, 1), (b, t)))
-
-
-register(OpDef(
-    "reverse_sequence", infer=_reverse_sequence_infer, reference=_reverse_sequence_ref,
-    inputs=(2, 2), kind="movement", differentiable=True,
-    attrs={"batch_axis": Attr("int", 1), "time_axis": Attr("int", 0)},
-    doc="reverse_sequence(x, lens): reverse the first lens[b] steps of each batch entry b",
-))
-
-
-# ---- trilu ---------------------------------------------------------------------------------
-def _trilu_infer(ctx):
-    x = _data_type(ctx)
-    if ctx.has(1):
-        t = ctx.type(1)
-        if t.dtype is not dt.int64 or (t.is_static and t.numel != 1):
-            ctx.fail("k must be one int64 value", input=1, expected="int64 scalar", actual=t)
-    if x.shape is not None and len(x.shape) < 2:
-        ctx.fail("input must have rank >= 2", input=0, expected="rank >= 2", actual=f"rank {len(x.shape)}")
-    return [out(x.shape, x.dtype)]
-
-
-def _trilu_ref(ins, a):
-    x = ins[0]
-    k = int(np.asarray(ins[1]).reshape(-1)[0]) if len(ins) > 1 and ins[1] is not None else 0
-    rows, cols = x.shape[-2], x.shape[-1]
-    k = min(max(k, -rows - 1), cols + 1)  # beyond these every element is kept or dropped
-    keep = np.triu(np.ones((rows, cols), bool), k) if a["upper"] else np.tril(np.ones((rows, cols), bool), k)
-    return np.where(keep, x, np.zeros((), x.dtype) if x.dtype != object else "").astype(x.dtype, copy=False)
-
-
-register(OpDef(
-    "trilu", infer=_trilu_infer, reference=_trilu_ref, inputs=(1, 2), kind="other",
-    differentiable=True, attrs={"upper": Attr("int", 1, "1 keeps the upper triangle, 0 the lower")},
-    doc="trilu(x, k?): keep the upper (or lower) triangle of the last two axes from diagonal k",
-))
-
-
-# ---- col2im --------------------------------------------------------------------------------
-def _col2im_params(n, a, ctx=None):
-    dil = a["dilations"] or (1,) * n
-    strides = a["strides"] or (1,) * n
-    pads = a["pads"] or (0,) * (2 * n)
-    if len(dil) != n or len(strides) != n or len(pads) != 2 * n:
-        _fail(ctx, f"dilations, strides and pads must have {n}, {n} and {2 * n} entries",
-              actual=(len(dil), len(strides), len(pads)))
-    if any(v < 1 for v in tuple(dil) + tuple(strides)) or any(p < 0 for p in pads):
-        _fail(ctx, "dilations and strides must be >= 1 and pads >= 0", actual=(dil, strides, pads))
-    return dil, strides, pads
-
-
-def _col2im_blocks(image, block, dil, strides, pads, ctx=None):
-    """Number of block positions along each spatial axis."""
-    res = []
-    for i, (s, k) in enumerate(zip(image, block)):
-        span = s + pads[i] + pads[i + len(image)] - dil[i] * (k - 1) - 1
-        if span < 0:
-            _fail(ctx, f"block {tuple(block)} does not fit the padded image {tuple(image)} on axis {i}")
-        res.append(span // strides[i] + 1)
-    return res
-
-
-def _col2im_infer(ctx):
-    x = _data_type(ctx)
-    n1 = _check_int_vector(ctx, 1, "image_shape")
-    n2 = _check_int_vector(ctx, 2, "block_shape")
-    if n1 is not None and n2 is not None and n1 != n2:
-        ctx.fail("image_shape and block_shape differ in length", input=2, expected=n1, actual=n2)
-    n = n1 if n1 is not None else n2
-    if x.shape is not None and len(x.shape) != 3:
-        ctx.fail("input must be 3-D (N, C*prod(block), L)", input=0, expected="rank 3", actual=f"rank {len(x.shape)}")
-    if n is None:
-        return [out(None, x.dtype)]
-    dil, strides, pads = _col2im_params(n, ctx.attrs, ctx)
-    image, block = ctx.const(1), ctx.const(2)
-    batch = x.shape[0] if x.shape is not None else ctx.fresh("col2im")
-    chans = ctx.fresh("col2im")
-    if block is not None:
-        block = _ints(block)
-        if any(k < 1 for k in block):
-            ctx.fail("block_shape entries must be >= 1", input=2, actual=tuple(block))
-        kprod = int(np.prod(block))
-        if x.shape is not None and is_static_dim(x.shape[1]):
-            if x.shape[1] % kprod:
-                ctx.fail(f"input dim 1 must be a multiple of prod(block_shape) = {kprod}", input=0,
-                         actual=x.shape[1])
-            chans = x.shape[1] // kprod
-    if image is None:
-        return [out((batch, chans) + tuple(ctx.fresh("col2im") for _ in range(n)), x.dtype)]
-    image = _ints(image)
-    if block is not None and x.shape is not None and is_static_dim(x.shape[2]):
-        blocks = int(np.prod(_col2im_blocks(image, block, dil, strides, pads, ctx)))
-        if blocks != x.shape[2]:
-            ctx.fail("input dim 2 must be the number of block positions", input=0, expected=blocks,
-                     actual=x.shape[2])
-    return [out((batch, chans) + tuple(image), x.dtype)]
-
-
-def _col2im_ref(ins, a):
-    x, image, block = ins[0], _ints(ins[1]), _ints(ins[2])
-    n = len(image)
-    dil, strides, pads = _col2im_params(n, a)
-    counts = _col2im_blocks(image, block, dil, strides, pads)
-    nb, ck, nl = x.shape
-    kprod = int(np.prod(block))
-    if ck % kprod or nl != int(np.prod(counts)):
-        _raise(f"col2im input {x.shape} does not match blocks {tuple(block)} over image {tuple(image)}")
-    c = ck // kprod
-    cols = x.reshape((nb, c, kprod) + tuple(counts))
-    padded = np.zeros((nb, c) + tuple(s + pads[i] + pads[i + n] for i, s in enumerate(image)), x.dtype)
-    # one strided accumulation per position inside the block (as im2col has one gather per position)
-    for k, pos in enumerate(np.ndindex(*block)):
-        index = tuple(slice(p * dil[i], p * dil[i] + strides[i] * (counts[i] - 1) + 1, strides[i])
-                      for i, p in enumerate(pos))
-        padded[(slice(None), slice(None)) + index] += cols[:, :, k]
-    crop = tuple(slice(pads[i], pads[i] + s) for i, s in enumerate(image))
-    return np.ascontiguousarray(padded[(slice(None), slice(None)) + crop])
-
-
-register(OpDef(
-    "col2im", infer=_col2im_infer, reference=_col2im_ref, inputs=(3, 3), kind="other",
-    differentiable=True,
-    attrs={"dilations": Attr("ints", None), "pads": Attr("ints", None), "strides": Attr("ints", None)},
-    doc="col2im(cols, image_shape, block_shape): sum column blocks back into an image (torch fold)",
 ))

@@ -1,5 +1,5 @@
-"""ONNX converters for the conv family: Conv, ConvTranspose, DeformConv, CausalConvWithState,
-MaxPool, AveragePool, LpPool, Global{Average,Max,Lp}Pool, MaxUnpool, MaxRoiPool.
+"""ONNX converters for the convolutions: Conv, ConvTranspose, DeformConv, CausalConvWithState
+(the pools are in ``pooling.py``, which shares the geometry helpers here).
 
 ``auto_pad`` is resolved into explicit pads here whenever the input's spatial dims (and the
 kernel's) are static, so later layers mostly see explicit pads; otherwise it is passed on and
@@ -7,13 +7,14 @@ resolved when the graph runs.
 """
 from __future__ import annotations
 
-from irgraph.ops.conv import AUTO_PADS, transpose_axis, window_axis
+from irgraph.ops.conv import transpose_axis
+from irgraph.ops.windows import AUTO_PADS, window_axis
 from irgraph.types import is_static_dim
 
 from .registry import converter
 
 
-def _geometry(ctx, names=("strides", "pads", "dilations")) -> dict:
+def geometry(ctx, names=("strides", "pads", "dilations")) -> dict:
     attrs = {}
     for name in names:
         v = ctx.attr(name, None)
@@ -26,7 +27,7 @@ def _geometry(ctx, names=("strides", "pads", "dilations")) -> dict:
     return attrs
 
 
-def _spatial(v, start: int = 2):
+def spatial(v, start: int = 2):
     """The value's spatial dims when all are static, else None."""
     shape = v.type.shape if v is not None else None
     if shape is None or not all(is_static_dim(d) for d in shape[start:]):
@@ -34,7 +35,7 @@ def _spatial(v, start: int = 2):
     return tuple(shape[start:])
 
 
-def _resolve_auto_pad(ctx, attrs: dict, sizes, kernel, ceil_mode: bool = False) -> dict:
+def resolve_auto_pad(ctx, attrs: dict, sizes, kernel, ceil_mode: bool = False) -> dict:
     """Replace auto_pad by explicit pads when the geometry is static."""
     if attrs["auto_pad"] == "NOTSET" or sizes is None or kernel is None or len(sizes) != len(kernel):
         return attrs
@@ -55,9 +56,9 @@ def _resolve_auto_pad(ctx, attrs: dict, sizes, kernel, ceil_mode: bool = False) 
     return attrs
 
 
-def _check_kernel_shape(ctx, w, start: int = 2):
+def check_kernel_shape(ctx, w, start: int = 2):
     ks = ctx.attr("kernel_shape", None)
-    kernel = _spatial(w, start)
+    kernel = spatial(w, start)
     if ks is not None and kernel is not None and tuple(ks) != kernel:
         ctx.fail("kernel_shape disagrees with the weight's shape", input=1,
                  expected=tuple(ks), actual=kernel)
@@ -66,20 +67,20 @@ def _check_kernel_shape(ctx, w, start: int = 2):
 @converter("Conv")
 def conv(ctx):
     x, w = ctx.input(0), ctx.input(1)
-    _check_kernel_shape(ctx, w)
-    attrs = _geometry(ctx)
+    check_kernel_shape(ctx, w)
+    attrs = geometry(ctx)
     attrs["group"] = ctx.attr("group", 1)
-    attrs = _resolve_auto_pad(ctx, attrs, _spatial(x), _spatial(w))
+    attrs = resolve_auto_pad(ctx, attrs, spatial(x), spatial(w))
     return ctx.op("conv", [x, w, ctx.input(2)], attrs)
 
 
 @converter("ConvTranspose")
 def conv_transpose(ctx):
     x, w = ctx.input(0), ctx.input(1)
-    _check_kernel_shape(ctx, w)
-    attrs = _geometry(ctx, ("strides", "pads", "dilations", "output_padding", "output_shape"))
+    check_kernel_shape(ctx, w)
+    attrs = geometry(ctx, ("strides", "pads", "dilations", "output_padding", "output_shape"))
     attrs["group"] = ctx.attr("group", 1)
-    sizes, kernel = _spatial(x), _spatial(w)
+    sizes, kernel = spatial(x), spatial(w)
     if ((attrs["auto_pad"] != "NOTSET" or "output_shape" in attrs) and sizes is not None
             and kernel is not None and len(sizes) == len(kernel)):
         n = len(sizes)
@@ -101,7 +102,7 @@ def conv_transpose(ctx):
 @converter("DeformConv")
 def deform_conv(ctx):
     w = ctx.input(1)
-    _check_kernel_shape(ctx, w)
+    check_kernel_shape(ctx, w)
     attrs = {k: [int(v) for v in ctx.attr(k)] for k in ("strides", "pads", "dilations") if ctx.has_attr(k)}
     attrs["group"] = ctx.attr("group", 1)
     attrs["offset_group"] = ctx.attr("offset_group", 1)
@@ -113,66 +114,3 @@ def causal_conv_with_state(ctx):
     ins = [ctx.input(i) for i in range(ctx.num_inputs)]
     return ctx.op("causal_conv_with_state", ins, {"activation": ctx.attr("activation", "none")},
                   num_outputs=2)
-
-
-# ---- pools -----------------------------------------------------------------------------------
-def _pool_attrs(ctx) -> dict:
-    attrs = _geometry(ctx)
-    attrs["kernel_shape"] = [int(k) for k in ctx.attr("kernel_shape")]
-    attrs["ceil_mode"] = bool(ctx.attr("ceil_mode", 0))
-    return _resolve_auto_pad(ctx, attrs, _spatial(ctx.input(0)), attrs["kernel_shape"], attrs["ceil_mode"])
-
-
-@converter("MaxPool")
-def max_pool(ctx):
-    attrs = _pool_attrs(ctx)
-    attrs["storage_order"] = ctx.attr("storage_order", 0)
-    if ctx.output_wanted(1):
-        attrs["indices"] = True
-        return ctx.op("max_pool", [ctx.input(0)], attrs, num_outputs=2)
-    return ctx.op("max_pool", [ctx.input(0)], attrs)
-
-
-@converter("AveragePool")
-def avg_pool(ctx):
-    attrs = _pool_attrs(ctx)
-    attrs["count_include_pad"] = bool(ctx.attr("count_include_pad", 0))
-    return ctx.op("avg_pool", [ctx.input(0)], attrs)
-
-
-@converter("LpPool")
-def lp_pool(ctx):
-    attrs = _pool_attrs(ctx)
-    attrs["p"] = float(ctx.attr("p", 2))
-    return ctx.op("lp_pool", [ctx.input(0)], attrs)
-
-
-@converter("GlobalAveragePool")
-def global_average_pool(ctx):
-    return ctx.op("global_pool", [ctx.input(0)], {"mode": "avg"})
-
-
-@converter("GlobalMaxPool")
-def global_max_pool(ctx):
-    return ctx.op("global_pool", [ctx.input(0)], {"mode": "max"})
-
-
-@converter("GlobalLpPool")
-def global_lp_pool(ctx):
-    return ctx.op("global_pool", [ctx.input(0)], {"mode": "lp", "p": float(ctx.attr("p", 2))})
-
-
-@converter("MaxUnpool")
-def max_unpool(ctx):
-    attrs = {"kernel_shape": [int(k) for k in ctx.attr("kernel_shape")]}
-    for k in ("strides", "pads"):
-        if ctx.has_attr(k):
-            attrs[k] = [int(v) for v in ctx.attr(k)]
-    return ctx.op("max_unpool", [ctx.input(i) for i in range(ctx.num_inputs)], attrs)
-
-
-@converter("MaxRoiPool")
-def max_roi_pool(ctx):
-    return ctx.op("max_roi_pool", [ctx.input(0), ctx.input(1)],
-                  {"pooled_shape": [int(v) for v in ctx.attr("pooled_shape")],
-                   "spatial_scale": ctx.attr("spatial_scale", 1.0)})
