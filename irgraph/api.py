@@ -1,4 +1,9 @@
-"""The public entry points: ``irgraph.compile`` and ``irgraph.load_model``."""
+"""The public entry points: ``irgraph.compile`` and ``irgraph.load_model``.
+
+This is the one core module that reaches into ``irgraph.passes`` (the optimizer sits above the
+IR): ``compile(..., opt_level=2)`` runs the ``-O2`` pipeline, and the CLI's ``show -O2``,
+``--dump-after``, ``--format dot|svg`` and ``run --bisect-passes`` go through the helpers below.
+"""
 from __future__ import annotations
 
 import os
@@ -7,6 +12,11 @@ from .compiled import CompiledModel
 from .errors import IrgraphError
 from .graph import Graph
 from .targets import get_target
+
+# targets whose backends compile fused groups get -O2 by default; the interpreter stays the
+# oracle every optimization level is tested against, so it runs the graph as imported
+DEFAULT_OPT_LEVEL = {"interp": 0}
+FALLBACK_OPT_LEVEL = 2
 
 
 def to_graph(model) -> Graph:
@@ -24,13 +34,95 @@ def to_graph(model) -> Graph:
                        hint="pass an ONNX file path, an onnx.ModelProto or an irgraph.Graph")
 
 
-def compile(model, target: str = "interp", **options) -> CompiledModel:  # noqa: A001 - public name
+def compile(model, target: str = "interp", opt_level: int | None = None, **options) -> CompiledModel:  # noqa: A001
     """Compile ``model`` for ``target`` and return a callable ``CompiledModel``.
 
-    >>> m = irgraph.compile("model.onnx")          # doctest: +SKIP
-    >>> y = m(x)                                   # doctest: +SKIP
+    ``opt_level`` (0-3) picks the pass pipeline (see ``irgraph.passes.pipelines``); it defaults
+    to 0 for ``interp`` (the reference) and to 2 elsewhere. The optimized graph is
+    ``model.graph`` and what each pass did is ``model.pass_report`` (None at level 0); a Graph
+    passed in is never modified.
+
+    >>> m = irgraph.compile("model.onnx")                 # doctest: +SKIP
+    >>> y = m(x)                                          # doctest: +SKIP
+    >>> m2 = irgraph.compile("model.onnx", opt_level=2)   # doctest: +SKIP
     """
     graph = to_graph(model)
     factory = get_target(target)
+    level = _check_level(DEFAULT_OPT_LEVEL.get(target, FALLBACK_OPT_LEVEL) if opt_level is None else opt_level)
+    report = None
+    if level > 0:
+        graph, report = optimize_graph(graph, level)
     runner = factory(graph, **options)
-    return CompiledModel(graph, target, runner, options)
+    compiled = CompiledModel(graph, target, runner, options)
+    compiled.opt_level = level
+    compiled.pass_report = report
+    return compiled
+
+
+def _check_level(level) -> int:
+    from .errors import CompileError
+    if isinstance(level, bool) or not isinstance(level, int):
+        raise CompileError("opt_level must be an integer", expected="0, 1, 2 or 3", actual=repr(level))
+    from irgraph.passes.pipelines import PIPELINES
+    if level not in PIPELINES:
+        raise CompileError(f"unknown optimization level -O{level}",
+                           expected=", ".join(map(str, sorted(PIPELINES))), actual=level)
+    return level
+
+
+def optimize_graph(model, opt_level: int = 2, *, dump_after=None, dump_dir: str = "irgraph-dump",
+                   verify: bool = False, options: dict | None = None):
+    """Run the ``-O<opt_level>`` pipeline on a copy of ``model``'s graph.
+
+    Returns ``(graph, report)`` (report: ``irgraph.passes.PassReport``). ``dump_after`` is a pass
+    name, a list of names or ``"all"``: the IR after those passes is written to ``dump_dir``
+    as text and ONNX; the files written are listed in ``report.dumped``. ``options`` are pass
+    knobs (``PassContext.options``), e.g. ``{"plan_memory.dims": {"N": 8}}``.
+    """
+    from irgraph.passes import PassContext, optimize
+    from irgraph.passes.pipelines import pipeline
+    level = _check_level(opt_level)
+    names = [getattr(p, "name", p) for p in pipeline(level)]
+    ctx = PassContext(opt_level=level, verify=verify, options=dict(options or {}))
+    dump = None
+    if dump_after:
+        which = dump_after if dump_after == "all" else _dump_names(dump_after, names, level)
+        from irgraph.passes.instruments import DumpIR
+        parent = os.path.dirname(os.path.abspath(dump_dir))
+        if not os.path.isdir(parent):
+            raise IrgraphError(f"cannot write the IR dumps to {dump_dir!r}: folder {parent!r} does not exist")
+        dump = DumpIR(dump_dir, passes=which)
+        ctx.instruments.append(dump)
+    graph, report = optimize(to_graph(model), level, ctx)
+    report.dumped = list(dump.written) if dump else []
+    return graph, report
+
+
+def _dump_names(dump_after, names: list[str], level: int) -> list[str]:
+    wanted = [dump_after] if isinstance(dump_after, str) else list(dump_after)
+    if "all" in wanted:
+        return "all"
+    if not names:
+        raise IrgraphError(f"--dump-after: -O{level} runs no passes", hint="use -O1 or higher")
+    unknown = [w for w in wanted if w not in names]
+    if unknown:
+        raise IrgraphError(f"--dump-after: {', '.join(map(repr, unknown))} is not a pass of -O{level}",
+                           hint="passes: " + ", ".join(dict.fromkeys(names)) + " (or 'all')")
+    return wanted
+
+
+def bisect_passes(model, feeds, opt_level: int = 2, rtol: float = 1e-4, atol: float = 1e-5):
+    """The first pass of ``-O<opt_level>`` after which the interpreter's outputs on ``feeds``
+    differ from the unoptimized graph's (see ``irgraph.passes.bisect``)."""
+    from irgraph.passes.bisect import bisect_passes as _bisect
+    return _bisect(to_graph(model), feeds, level=_check_level(opt_level), rtol=rtol, atol=atol)
+
+
+def draw(graph: Graph, fmt: str = "dot") -> str:
+    """The graph as Graphviz text (``dot``) or SVG (``svg``, needs graphviz's ``dot`` program)."""
+    from irgraph.passes import draw as _draw
+    if fmt == "dot":
+        return _draw.to_dot(graph)
+    if fmt == "svg":
+        return _draw.to_svg(graph)
+    raise IrgraphError(f"cannot draw as {fmt!r}", expected="dot or svg", actual=fmt)

@@ -31,10 +31,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    s = sub.add_parser("show", help="print a model's IR, op histogram, parameters and signature")
+    s = sub.add_parser("show", help="print a model's IR, op histogram, parameters and signature; "
+                       "with -O2 the optimized IR, fused groups, pass table and memory plan")
     s.add_argument("model", help="ONNX model file")
-    s.add_argument("--json", action="store_true", help="print the summary as one JSON document")
+    _add_opt_level(s)
+    s.add_argument("--json", action="store_true",
+                   help="print the summary as one JSON document (with -O: passes, kernels, memory)")
     s.add_argument("--no-ir", action="store_true", help="print only the summary, not the IR text")
+    s.add_argument("--stats", action="store_true",
+                   help="also print the per-pass table (time, nodes, op changes) and kernel counts")
+    s.add_argument("--dump-after", action="append", metavar="PASS|all",
+                   help="write the IR after this pass (repeatable, or 'all') as text and ONNX to --dump-dir")
+    s.add_argument("--dump-dir", default="irgraph-dump", metavar="DIR",
+                   help="folder for --dump-after (default ./irgraph-dump)")
+    s.add_argument("--format", choices=("text", "onnx", "dot", "svg"), default="text",
+                   help="text (default); onnx writes the optimized graph to -o; dot/svg draw it with "
+                        "fused groups as clusters (svg needs graphviz's dot)")
+    s.add_argument("--dim", action="append", default=[], metavar="NAME=SIZE",
+                   help="size of a symbolic dimension for the memory plan (default 1)")
+    s.add_argument("-o", "--out", metavar="FILE",
+                   help="write the --format output (or the text/JSON report) to FILE instead of stdout")
 
     r = sub.add_parser("run", help="run a model on inputs from a .npz file (or seeded random inputs)")
     r.add_argument("model", help="ONNX model file")
@@ -44,7 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     r.add_argument("--dim", action="append", default=[], metavar="NAME=SIZE",
                    help="size of a symbolic input dimension for random inputs (default 1)")
+    _add_opt_level(r, default_help="default 0 on interp")
+    r.add_argument("--bisect-passes", action="store_true",
+                   help="compare the -O<n> outputs with -O0's and name the first pass that changed them "
+                        "(exit status 1 when one did)")
+    r.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance of --bisect-passes (1e-4)")
+    r.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance of --bisect-passes (1e-5)")
     return p
+
+
+def _add_opt_level(p, default_help: str = "default 0: the graph as imported") -> None:
+    p.add_argument("-O", dest="opt_level", type=int, default=None, metavar="LEVEL",
+                   help=f"optimization level 0-3, e.g. -O2 ({default_help})")
 
 
 def main(argv=None) -> int:
@@ -80,17 +107,84 @@ def _load(path: str):
 
 
 def cmd_show(args) -> int:
-    from .summary import format_summary, graph_summary
+    from .summary import format_summary, format_optimized, graph_summary, optimized_summary
+    level = args.opt_level or 0
+    if args.format == "onnx" and not args.out:
+        raise InputError("--format onnx writes a binary file; give it with -o FILE")
+    if args.json and args.format in ("dot", "svg") and not args.out:
+        raise InputError(f"--json and --format {args.format} would both print to stdout; "
+                         f"give the drawing a file with -o FILE")
+    if args.out:
+        _check_parent(args.out)
     g = _load(args.model)
-    s = graph_summary(g)
+    report = None
+    if level > 0 or args.dump_after:
+        from .api import optimize_graph
+        dump = args.dump_after
+        if dump and level == 0:
+            raise InputError("--dump-after needs an optimization level: -O0 runs no passes", hint="add -O2")
+        g, report = optimize_graph(g, level, dump_after=dump, dump_dir=args.dump_dir,
+                                   options={"plan_memory.dims": _parse_dims(args.dim)})
+    written = list(getattr(report, "dumped", []) or [])
+
+    if args.format in ("onnx", "dot", "svg"):
+        if args.format == "onnx":
+            from .frontends.onnx.exporter import export_model
+            export_model(g, args.out)  # atomic
+        else:
+            from .api import draw
+            text = draw(g, args.format)
+            if not args.out:
+                sys.stdout.write(text)
+                return 0
+            _write_text(args.out, text)
+        written.append(args.out)
+        if not args.json:
+            for f in written:
+                print(f"wrote {f}")
+            return 0
+
+    if level > 0 or args.stats:
+        s = optimized_summary(g, report, level)
+    else:
+        s = graph_summary(g)
     if args.json:
-        print(json.dumps(s, indent=2))
-        return 0
-    if not args.no_ir:
-        print(str(g))
-        print()
-    print(format_summary(s))
+        if written:
+            s["files"] = written
+        text = json.dumps(s, indent=2, default=_json_default) + "\n"
+    else:
+        body = format_optimized(s, report, stats=args.stats) if "kernels" in s else format_summary(s)
+        text = ("" if args.no_ir else str(g) + "\n\n") + body + "\n"
+        if written:
+            text += "\n" + "\n".join(f"wrote {f}" for f in written) + "\n"
+    if args.out and args.format == "text":
+        _write_text(args.out, text)
+        print(f"wrote {args.out}")
+    else:
+        sys.stdout.write(text)
     return 0
+
+
+def _json_default(o):
+    if hasattr(o, "item"):
+        return o.item()
+    return str(o)
+
+
+def _check_parent(path: str) -> None:
+    import os
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise InputError(f"cannot write {path!r}: folder {parent!r} does not exist")
+
+
+def _write_text(path: str, text: str) -> None:
+    from .fileio import atomic_write
+
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+    atomic_write(path, write)
 
 
 def _parse_dims(items) -> dict[str, int]:
@@ -113,7 +207,17 @@ def cmd_run(args) -> int:
         if not os.path.isdir(parent):
             raise InputError(f"cannot write {args.output!r}: folder {parent!r} does not exist")
     g = _load(args.model)
-    model = compile_model(g, target=args.target)
+    level = args.opt_level
+    if args.bisect_passes and not level:
+        raise InputError("--bisect-passes compares an optimization level with -O0; give one, e.g. -O2")
+    try:
+        model = compile_model(g, target=args.target, opt_level=level)
+    except IrgraphError as e:
+        if not args.bisect_passes:
+            raise
+        # a pass failed: the bisection below names it (and says how); run -O0 meanwhile
+        del e
+        model = compile_model(g, target=args.target, opt_level=0)
     types = dict(zip(model.input_names, model.input_types))
     if args.inputs:
         arrays = load_arrays(args.inputs)
@@ -142,6 +246,11 @@ def cmd_run(args) -> int:
     if args.output:
         save_npz(args.output, named)
         print(f"wrote {args.output}")
+    if args.bisect_passes:
+        from .api import bisect_passes
+        result = bisect_passes(g, arrays, level, rtol=args.rtol, atol=args.atol)
+        print(result.summary())
+        return EXIT_ERROR if result.changed else 0
     return 0
 
 

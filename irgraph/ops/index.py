@@ -1,4 +1,5 @@
-"""Indexing ops: gather/scatter in their three flavours, one_hot, nonzero, compress, unique, top_k.
+"""Indexing ops: gather in its three flavours, one_hot, nonzero, compress, unique, top_k, and
+the index checks the scatters (``scatter.py``) share.
 
 Indices follow ONNX: a negative index counts from the end of its axis, and an index outside
 ``[-size, size - 1]`` is an error (raised at compile time when the indices are known, else when
@@ -16,8 +17,6 @@ from .registry import Attr, OpDef, register
 from .shapes import normalize_axis, out, shape_numel
 
 INDEX_TYPES = (dt.int32, dt.int64)
-REDUCTIONS = ("none", "add", "mul", "max", "min")
-_REDUCE_UFUNC = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
 
 
 # ---- shared helpers --------------------------------------------------------------------------
@@ -49,7 +48,7 @@ def checked_indices(idx, size: int, axis: int | str = 0) -> np.ndarray:
     return np.where(idx < 0, idx + size, idx) if idx.size else idx
 
 
-def _check_known_indices(ctx, i: int, size, axis) -> None:
+def check_known_indices(ctx, i: int, size, axis) -> None:
     """Fail at compile time when input ``i`` holds known indices outside a static axis."""
     vals = ctx.const(i)
     if vals is None or not is_static_dim(size):
@@ -60,7 +59,8 @@ def _check_known_indices(ctx, i: int, size, axis) -> None:
                  expected=_range_text(size), actual=bad)
 
 
-def _index_input(ctx, i: int, allowed=INDEX_TYPES):
+def index_input(ctx, i: int, allowed=INDEX_TYPES):
+    """The type of input ``i``, which must be an integer index tensor."""
     t = ctx.type(i)
     if t is None:
         ctx.fail("missing indices input", input=i)
@@ -70,16 +70,9 @@ def _index_input(ctx, i: int, allowed=INDEX_TYPES):
     return t
 
 
-def _dims_equal(a, b) -> bool:
+def dims_equal(a, b) -> bool:
     """False only when both dims are static and differ (symbols may be equal at run time)."""
     return not (is_static_dim(a) and is_static_dim(b) and a != b)
-
-
-def _reduction(ctx) -> str:
-    r = ctx.attrs["reduction"]
-    if r not in REDUCTIONS:
-        ctx.fail(f"unknown reduction {r!r}", expected=" | ".join(REDUCTIONS), actual=r)
-    return r
 
 
 def _scalar_int(a, what: str) -> int:
@@ -98,13 +91,13 @@ def _sort_key(a: np.ndarray) -> np.ndarray:
 
 # ---- gather ----------------------------------------------------------------------------------
 def _gather_infer(ctx):
-    x, ind = ctx.type(0), _index_input(ctx, 1)
+    x, ind = ctx.type(0), index_input(ctx, 1)
     if x.shape is None:
         return [out(None, x.dtype)]
     if not x.shape:
         ctx.fail("data must have rank >= 1", input=0, expected="rank >= 1", actual=0)
     axis = normalize_axis(ctx.attrs["axis"], len(x.shape), ctx)
-    _check_known_indices(ctx, 1, x.shape[axis], axis)
+    check_known_indices(ctx, 1, x.shape[axis], axis)
     if ind.shape is None:
         return [out(None, x.dtype)]
     return [out(x.shape[:axis] + ind.shape + x.shape[axis + 1:], x.dtype)]
@@ -124,7 +117,7 @@ register(OpDef(
 
 
 # ---- gather_elements -------------------------------------------------------------------------
-def _elements_shapes(ctx, x, ind, axis_attr, what="indices"):
+def elements_shapes(ctx, x, ind, axis_attr, what="indices"):
     """Common checks of gather_elements/scatter_elements; returns the normalized axis or None."""
     if x.shape is None or ind.shape is None:
         return None if x.shape is None else normalize_axis(axis_attr, len(x.shape), ctx)
@@ -142,14 +135,14 @@ def _elements_shapes(ctx, x, ind, axis_attr, what="indices"):
 
 
 def _gather_elements_infer(ctx):
-    x, ind = ctx.type(0), _index_input(ctx, 1)
-    axis = _elements_shapes(ctx, x, ind, ctx.attrs["axis"])
+    x, ind = ctx.type(0), index_input(ctx, 1)
+    axis = elements_shapes(ctx, x, ind, ctx.attrs["axis"])
     if axis is not None:
-        _check_known_indices(ctx, 1, x.shape[axis], axis)
+        check_known_indices(ctx, 1, x.shape[axis], axis)
     return [out(ind.shape, x.dtype)]
 
 
-def _elements_index(x_shape, ind, axis):
+def elements_index(x_shape, ind, axis):
     """The full fancy index of an elements op: ``ind`` on ``axis``, each position's own elsewhere."""
     if ind.ndim != len(x_shape):
         raise ExecutionError("data and indices must have the same rank",
@@ -165,7 +158,7 @@ def _elements_index(x_shape, ind, axis):
 def _gather_elements_ref(ins, a):
     x, ind = ins
     axis = normalize_axis(a["axis"], x.ndim)
-    return x[_elements_index(x.shape, np.asarray(ind), axis)]
+    return x[elements_index(x.shape, np.asarray(ind), axis)]
 
 
 register(OpDef(
@@ -176,7 +169,7 @@ register(OpDef(
 
 
 # ---- gather_nd -------------------------------------------------------------------------------
-def _nd_check(ctx, x, ind, b: int):
+def nd_check(ctx, x, ind, b: int):
     """Checks shared by gather_nd and scatter_nd; returns k (the index tuple length) or None."""
     r, q = len(x.shape), len(ind.shape)
     if r < 1 or q < 1:
@@ -185,7 +178,7 @@ def _nd_check(ctx, x, ind, b: int):
         ctx.fail(f"batch_dims {b} must be in [0, min(rank(data), rank(indices)))",
                  expected=f"[0, {min(r, q) - 1}]", actual=b)
     for d in range(b):
-        if not _dims_equal(x.shape[d], ind.shape[d]):
+        if not dims_equal(x.shape[d], ind.shape[d]):
             ctx.fail(f"batch dim {d} of indices differs from data's", input=1,
                      expected=x.shape[d], actual=ind.shape[d])
     k = ind.shape[-1]
@@ -208,17 +201,17 @@ def _nd_check(ctx, x, ind, b: int):
 
 
 def _gather_nd_infer(ctx):
-    x, ind = ctx.type(0), _index_input(ctx, 1)
+    x, ind = ctx.type(0), index_input(ctx, 1)
     if x.shape is None or ind.shape is None:
         return [out(None, x.dtype)]
     b = ctx.attrs["batch_dims"]
-    k = _nd_check(ctx, x, ind, b)
+    k = nd_check(ctx, x, ind, b)
     if k is None:
         return [out(None, x.dtype)]
     return [out(ind.shape[:-1] + x.shape[b + k:], x.dtype)]
 
 
-def _nd_flat_index(x_shape, ind, b: int):
+def nd_flat_index(x_shape, ind, b: int):
     """(batch index, per-dim indices) over data reshaped to (B, *x_shape[b:]); checks bounds."""
     ind = np.asarray(ind)
     k = ind.shape[-1]
@@ -242,7 +235,7 @@ def _gather_nd_ref(ins, a):
     k = ind.shape[-1]
     nb = int(np.prod(x.shape[:b], dtype=np.int64))
     xr = x.reshape((nb,) + x.shape[b:])
-    res = xr[_nd_flat_index(x.shape, ind, b)]
+    res = xr[nd_flat_index(x.shape, ind, b)]
     return res.reshape(ind.shape[:-1] + x.shape[b + k:])
 
 
@@ -250,164 +243,6 @@ register(OpDef(
     "gather_nd", infer=_gather_nd_infer, reference=_gather_nd_ref, inputs=(2, 2), kind="index",
     attrs={"batch_dims": Attr("int", 0)}, differentiable=True,
     doc="ONNX GatherND: slices of data addressed by index tuples (last dim of indices)",
-))
-
-
-# ---- scatter_elements ------------------------------------------------------------------------
-def _scatter_apply(out_arr, index, upd, reduction: str):
-    if reduction == "none":
-        out_arr[index] = upd
-    else:
-        _REDUCE_UFUNC[reduction].at(out_arr, index, upd)
-    return out_arr
-
-
-def _scatter_elements_infer(ctx):
-    x, ind, upd = ctx.type(0), _index_input(ctx, 1), ctx.type(2)
-    _reduction(ctx)
-    if upd.dtype is not x.dtype:
-        ctx.fail("updates must have data's dtype", input=2, expected=x.dtype.name, actual=upd.dtype.name)
-    if ind.shape is not None and upd.shape is not None:
-        if len(ind.shape) != len(upd.shape) or not all(map(_dims_equal, ind.shape, upd.shape)):
-            ctx.fail("indices and updates must have the same shape", input=2,
-                     expected=ind.shape, actual=upd.shape)
-    axis = _elements_shapes(ctx, x, ind, ctx.attrs["axis"])
-    if axis is not None:
-        _check_known_indices(ctx, 1, x.shape[axis], axis)
-    return [out(x.shape, x.dtype)]
-
-
-def _scatter_elements_ref(ins, a):
-    x, ind, upd = ins
-    ind = np.asarray(ind)
-    if ind.shape != upd.shape:
-        raise ExecutionError("indices and updates must have the same shape", expected=ind.shape,
-                             actual=upd.shape)
-    axis = normalize_axis(a["axis"], x.ndim)
-    return _scatter_apply(x.copy(), _elements_index(x.shape, ind, axis), upd, a["reduction"])
-
-
-register(OpDef(
-    "scatter_elements", infer=_scatter_elements_infer, reference=_scatter_elements_ref,
-    inputs=(3, 3), kind="index", differentiable=True,
-    attrs={"axis": Attr("int", 0), "reduction": Attr("str", "none", "none | add | mul | max | min")},
-    doc="ONNX ScatterElements: a copy of data with updates written (or reduced) at indices along axis",
-))
-
-
-# ---- scatter_nd ------------------------------------------------------------------------------
-def _scatter_nd_infer(ctx):
-    x, ind, upd = ctx.type(0), _index_input(ctx, 1), ctx.type(2)
-    _reduction(ctx)
-    if upd.dtype is not x.dtype:
-        ctx.fail("updates must have data's dtype", input=2, expected=x.dtype.name, actual=upd.dtype.name)
-    if x.shape is None or ind.shape is None:
-        return [out(x.shape, x.dtype)]
-    k = _nd_check(ctx, x, ind, 0)
-    if k is not None and upd.shape is not None:
-        want = ind.shape[:-1] + x.shape[k:]
-        if len(want) != len(upd.shape) or not all(map(_dims_equal, want, upd.shape)):
-            ctx.fail("updates must have shape indices.shape[:-1] + data.shape[k:]", input=2,
-                     expected=want, actual=upd.shape)
-    return [out(x.shape, x.dtype)]
-
-
-def _scatter_nd_ref(ins, a):
-    x, ind, upd = ins
-    ind = np.asarray(ind)
-    k = ind.shape[-1]
-    want = ind.shape[:-1] + x.shape[k:]
-    if upd.shape != want:
-        raise ExecutionError("updates must have shape indices.shape[:-1] + data.shape[k:]",
-                             expected=want, actual=upd.shape)
-    index = _nd_flat_index(x.shape, ind, 0)[1:]
-    res = x.copy()
-    flat_upd = upd.reshape((index[0].shape[1] if k else int(np.prod(ind.shape[:-1], dtype=np.int64)),)
-                           + x.shape[k:])
-    if k == 0:
-        # every update covers all of data: apply them in order
-        for u in flat_upd:
-            res = u.copy() if a["reduction"] == "none" else _REDUCE_UFUNC[a["reduction"]](res, u).astype(x.dtype)
-        return res
-    return _scatter_apply(res, tuple(c[0] for c in index), flat_upd, a["reduction"])
-
-
-register(OpDef(
-    "scatter_nd", infer=_scatter_nd_infer, reference=_scatter_nd_ref, inputs=(3, 3), kind="index",
-    differentiable=True, attrs={"reduction": Attr("str", "none", "none | add | mul | max | min")},
-    doc="ONNX ScatterND: a copy of data with slices addressed by index tuples replaced (or reduced)",
-))
-
-
-# ---- tensor_scatter --------------------------------------------------------------------------
-def _tensor_scatter_infer(ctx):
-    past, upd = ctx.type(0), ctx.type(1)
-    mode = ctx.attrs["mode"]
-    if mode not in ("linear", "circular"):
-        ctx.fail(f"unknown mode {mode!r}", expected="linear | circular", actual=mode)
-    if upd.dtype is not past.dtype:
-        ctx.fail("update must have past_cache's dtype", input=1, expected=past.dtype.name,
-                 actual=upd.dtype.name)
-    if ctx.has(2):
-        w = _index_input(ctx, 2, (dt.int64,))
-        if w.shape is not None and len(w.shape) != 1:
-            ctx.fail("write_indices must be 1-D (one per batch entry)", input=2, expected="rank 1",
-                     actual=len(w.shape))
-        if w.shape is not None and past.shape is not None and past.shape and \
-                not _dims_equal(w.shape[0], past.shape[0]):
-            ctx.fail("write_indices must hold one index per batch entry", input=2,
-                     expected=past.shape[0], actual=w.shape[0])
-    if past.shape is None or upd.shape is None:
-        return [out(past.shape, past.dtype)]
-    r = len(past.shape)
-    if len(upd.shape) != r:
-        ctx.fail("update must have past_cache's rank", input=1, expected=r, actual=len(upd.shape))
-    if r < 2:
-        ctx.fail("past_cache must have rank >= 2 (batch and sequence)", input=0, expected="rank >= 2", actual=r)
-    axis = normalize_axis(ctx.attrs["axis"], r, ctx)
-    if axis == 0:
-        ctx.fail("axis 0 is the batch axis; the sequence axis must come after it", actual=ctx.attrs["axis"])
-    for d in range(r):
-        p, u = past.shape[d], upd.shape[d]
-        if d == axis:
-            if is_static_dim(p) and is_static_dim(u) and u > p:
-                ctx.fail("update's sequence length exceeds the cache's", input=1, expected=f"<= {p}", actual=u)
-        elif not _dims_equal(p, u):
-            ctx.fail(f"update dim {d} differs from past_cache's", input=1, expected=p, actual=u)
-    return [out(past.shape, past.dtype)]
-
-
-def _tensor_scatter_ref(ins, a):
-    past, upd = ins[0], ins[1]
-    w = ins[2] if len(ins) > 2 and ins[2] is not None else None
-    axis = normalize_axis(a["axis"], past.ndim)
-    nb, size, n = past.shape[0], past.shape[axis], upd.shape[axis]
-    w = np.zeros(nb, np.int64) if w is None else np.asarray(w, dtype=np.int64).reshape(-1)
-    if w.shape[0] != nb:
-        raise ExecutionError("write_indices must hold one index per batch entry", expected=nb, actual=w.shape[0])
-    pos = w[:, None] + np.arange(n)[None, :]
-    src = np.arange(n)
-    if a["mode"] == "circular":
-        if (w < 0).any():
-            raise ExecutionError("write index must be >= 0", expected=">= 0", actual=int(w.min()))
-        if n > size:  # later writes overwrite earlier ones: keep only the last `size`
-            pos, src = pos[:, n - size:], src[n - size:]
-        pos = pos % size if size else pos
-    elif pos.size and (w.min() < 0 or pos.max() >= size):
-        bad = int(w[np.argmax((w < 0) | (w + n > size))])
-        raise ExecutionError(f"write index {bad} with {n} updates runs past the cache's sequence "
-                             f"length {size}", expected=f"[0, {size - n}]", actual=bad)
-    res = past.copy()
-    view = np.moveaxis(res, axis, 1)  # a view: writes land in res
-    view[np.arange(nb)[:, None], pos] = np.moveaxis(upd, axis, 1)[:, src]
-    return res
-
-
-register(OpDef(
-    "tensor_scatter", infer=_tensor_scatter_infer, reference=_tensor_scatter_ref, inputs=(2, 3),
-    kind="index", differentiable=True,
-    attrs={"axis": Attr("int", -2, "the sequence axis"), "mode": Attr("str", "linear", "linear | circular")},
-    doc="ONNX TensorScatter: write update into a KV cache at per-batch write indices",
 ))
 
 
@@ -423,7 +258,7 @@ def _one_hot_infer(ctx):
         ctx.fail("depth must be numeric", input=1, actual=depth.dtype.name)
     if depth.numel is not None and depth.numel != 1:
         ctx.fail("depth must hold one value", input=1, expected="1 element", actual=depth.shape)
-    if vals.shape is not None and (len(vals.shape) != 1 or not _dims_equal(vals.shape[0], 2)):
+    if vals.shape is not None and (len(vals.shape) != 1 or not dims_equal(vals.shape[0], 2)):
         ctx.fail("values must be [off_value, on_value]", input=2, expected="shape (2,)", actual=vals.shape)
     d = ctx.const(1)
     if d is not None:

@@ -60,6 +60,14 @@ def _channel_param(ctx, i: int, channels, what: str, allow_full=None):
                  expected=f"({channels},)", actual=t.shape)
 
 
+def _check_scale_bias(ctx, x):
+    """Inputs 1 and 2 are a per-channel (axis 1) scale and bias of the input's dtype."""
+    c = x.shape[1] if x.shape is not None else None
+    for i, what in ((1, "scale"), (2, "bias")):
+        _same_dtype_as(ctx, i, x.dtype, what)
+        _channel_param(ctx, i, c, what)
+
+
 def _broadcasts_onto(ctx, i: int, shape, what: str):
     """Input ``i`` broadcasts onto ``shape`` without growing it (unidirectional broadcast)."""
     t = ctx.type(i)
@@ -235,10 +243,7 @@ register(OpDef(
 def _in_infer(ctx):
     x = _float_input(ctx, 0, "input")
     _rank_at_least(ctx, x, 3)
-    c = x.shape[1] if x.shape is not None else None
-    for i, what in ((1, "scale"), (2, "bias")):
-        _same_dtype_as(ctx, i, x.dtype, what)
-        _channel_param(ctx, i, c, what)
+    _check_scale_bias(ctx, x)
     return [out(x.shape, x.dtype)]
 
 
@@ -283,9 +288,7 @@ def _gn_infer(ctx):
     if c is not None and is_static_dim(c) and c % g:
         ctx.fail(f"{c} channels do not split into {g} groups", input=0,
                  expected=f"C divisible by {g}", actual=c)
-    for i, what in ((1, "scale"), (2, "bias")):
-        _same_dtype_as(ctx, i, x.dtype, what)
-        _channel_param(ctx, i, c, what)
+    _check_scale_bias(ctx, x)
     return [out(x.shape, x.dtype)]
 
 

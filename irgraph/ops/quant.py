@@ -249,15 +249,21 @@ def _check_int8(ctx, i, what):
     return t
 
 
-def _matmul_integer_infer(ctx):
-    from .linalg import matmul_shape
-    a = _check_int8(ctx, 0, "A")
-    b = _check_int8(ctx, 1, "B")
+def _int8_operands(ctx, first: str, second: str):
+    """The two 8-bit operands of matmul_integer/conv_integer (inputs 0, 1), each with an optional
+    zero point of its own dtype (inputs 2, 3)."""
+    a, b = _check_int8(ctx, 0, first), _check_int8(ctx, 1, second)
     for i, src in ((2, 0), (3, 1)):
         zp = _check_int8(ctx, i, "zero point")
         if zp is not None and zp.dtype is not ctx.type(src).dtype:
             ctx.fail("the zero point must have its operand's dtype", input=i,
                      expected=ctx.type(src).dtype.name, actual=zp.dtype.name)
+    return a, b
+
+
+def _matmul_integer_infer(ctx):
+    from .linalg import matmul_shape
+    a, b = _int8_operands(ctx, "A", "B")
     if a.shape is not None and b.shape is not None:
         _check_row_zp(ctx, 2, a.shape, -2, "per-row")
         _check_row_zp(ctx, 3, b.shape, -1, "per-column")
@@ -348,13 +354,7 @@ def conv_geometry(in_spatial, kernel, a):
 
 
 def _conv_integer_infer(ctx):
-    x = _check_int8(ctx, 0, "x")
-    w = _check_int8(ctx, 1, "w")
-    for i, src in ((2, 0), (3, 1)):
-        zp = _check_int8(ctx, i, "zero point")
-        if zp is not None and zp.dtype is not ctx.type(src).dtype:
-            ctx.fail("the zero point must have its operand's dtype", input=i,
-                     expected=ctx.type(src).dtype.name, actual=zp.dtype.name)
+    x, w = _int8_operands(ctx, "x", "w")
     if x.shape is None or w.shape is None:
         return [out(None if x.shape is None else (x.shape[0], ctx.fresh("c")) + tuple(
             ctx.fresh("conv") for _ in x.shape[2:]), dt.int32)]

@@ -49,23 +49,28 @@ def _shape_of(ins) -> tuple:
     return tuple(int(d) for d in np.asarray(ins[0]).ravel())
 
 
-register(OpDef(
-    "random_uniform", infer=_shape_infer, inputs=(1, 1), kind="random", random=True,
-    differentiable=False,
-    reference=lambda ins, a: _rng(a["seed"]).uniform(a["low"], a["high"], _shape_of(ins)).astype(a["dtype"].np),
-    attrs={"low": Attr("float", 0.0), "high": Attr("float", 1.0), "dtype": Attr("dtype", dt.float32),
-           "seed": Attr("float", None)},
-    doc="random_uniform(shape): values drawn uniformly from [low, high)",
-))
+def _register_sampler(name: str, method: str, params: tuple[str, str], defaults: tuple[float, float],
+                      doc: str) -> None:
+    """An op drawing a tensor of the given shape from ``RandomState.<method>(p0, p1, shape)``."""
+    p0, p1 = params
 
-register(OpDef(
-    "random_normal", infer=_shape_infer, inputs=(1, 1), kind="random", random=True,
-    differentiable=False,
-    reference=lambda ins, a: _rng(a["seed"]).normal(a["mean"], a["scale"], _shape_of(ins)).astype(a["dtype"].np),
-    attrs={"mean": Attr("float", 0.0), "scale": Attr("float", 1.0), "dtype": Attr("dtype", dt.float32),
-           "seed": Attr("float", None)},
-    doc="random_normal(shape): values drawn from a normal distribution N(mean, scale^2)",
-))
+    def reference(ins, a):
+        draw = getattr(_rng(a["seed"]), method)
+        return draw(a[p0], a[p1], _shape_of(ins)).astype(a["dtype"].np)
+
+    register(OpDef(
+        name, infer=_shape_infer, reference=reference, inputs=(1, 1), kind="random", random=True,
+        differentiable=False,
+        attrs={p0: Attr("float", defaults[0]), p1: Attr("float", defaults[1]),
+               "dtype": Attr("dtype", dt.float32), "seed": Attr("float", None)},
+        doc=doc,
+    ))
+
+
+_register_sampler("random_uniform", "uniform", ("low", "high"), (0.0, 1.0),
+                  "random_uniform(shape): values drawn uniformly from [low, high)")
+_register_sampler("random_normal", "normal", ("mean", "scale"), (0.0, 1.0),
+                  "random_normal(shape): values drawn from a normal distribution N(mean, scale^2)")
 
 
 # ---- bernoulli -----------------------------------------------------------------------------

@@ -203,3 +203,119 @@ register(OpDef(
     doc="label_encoder(x): maps each key to its value (ai.onnx.ml LabelEncoder), others to default",
 ))
 
+
+
+# ---- tfidf_vectorizer ------------------------------------------------------------------------
+_TFIDF_MODES = ("TF", "IDF", "TFIDF")
+
+
+def _pool_ngrams(a) -> list[tuple[int, np.ndarray, int]]:
+    """The pool as (n, its n-grams as an (m, n) array, index of the first of them), one per level.
+
+    ``ngram_counts[k]`` is where the (k+1)-grams start in the flat pool; n-grams are numbered in
+    pool order across the levels, which is the order ``ngram_indexes`` and ``weights`` follow.
+    """
+    pool, starts = np.asarray(a["pool"]).reshape(-1), list(a["ngram_counts"])
+    levels, first = [], 0
+    for k, start in enumerate(starts):
+        n, end = k + 1, (starts[k + 1] if k + 1 < len(starts) else len(pool))
+        if not 0 <= start <= end <= len(pool) or (end - start) % n:
+            raise ValueError(f"pool entries [{start}, {end}) do not hold whole {n}-grams")
+        grams = pool[start:end].reshape(-1, n)
+        levels.append((n, grams, first))
+        first += len(grams)
+    if first != len(a["ngram_indexes"]):
+        raise ValueError(f"the pool holds {first} n-grams but ngram_indexes has "
+                         f"{len(a['ngram_indexes'])} entries")
+    return levels
+
+
+def _tfidf_infer(ctx):
+    a = ctx.attrs
+    x = check_dtype(ctx, 0, _STR + (dt.int32, dt.int64), "input")
+    pool = np.asarray(a["pool"])
+    if (pool.dtype == object) != (x.dtype is dt.string):
+        ctx.fail("string inputs need pool_strings and integer inputs pool_int64s", input=0,
+                 expected="string" if pool.dtype == object else "int32 | int64", actual=x.dtype.name)
+    if a["mode"] not in _TFIDF_MODES:
+        ctx.fail(f"unknown mode {a['mode']!r}", expected=" | ".join(_TFIDF_MODES), actual=a["mode"])
+    lo, hi = a["min_gram_length"], a["max_gram_length"]
+    if not 1 <= lo <= hi or a["max_skip_count"] < 0:
+        ctx.fail("need 1 <= min_gram_length <= max_gram_length and max_skip_count >= 0",
+                 actual=(lo, hi, a["max_skip_count"]))
+    try:
+        _pool_ngrams(a)
+    except ValueError as e:
+        ctx.fail(str(e))
+    idx = a["ngram_indexes"]
+    if any(i < 0 for i in idx):
+        ctx.fail("ngram_indexes must be >= 0", actual=tuple(idx))
+    if a["weights"] is not None and len(a["weights"]) != len(idx):
+        ctx.fail("weights needs one entry per n-gram", expected=len(idx), actual=len(a["weights"]))
+    size = max(idx, default=-1) + 1
+    if x.shape is None:
+        return [out(None, dt.float32)]
+    if len(x.shape) not in (1, 2):
+        ctx.fail("input must be 1-D (one sequence) or 2-D (a batch of rows)", input=0,
+                 expected="rank 1 or 2", actual=x)
+    return [out(tuple(x.shape[:-1]) + (size,), dt.float32)]
+
+
+def _tfidf_ref(ins, a):
+    x = ins[0]
+    rows = (_strings(x) if x.dtype == object else np.asarray(x, np.int64)).reshape(-1, x.shape[-1])
+    levels = _pool_ngrams(a)
+    pool = np.concatenate([g.reshape(-1) for _, g, _ in levels]) if levels else np.zeros(0, rows.dtype)
+    # tokens become ids into the pool's sorted vocabulary (-1 when absent), n-grams base-V numbers
+    vocab = np.unique(pool.astype(np.int64) if rows.dtype != object else pool)
+    v = max(len(vocab), 1)
+    pos = np.clip(np.searchsorted(vocab, rows), 0, v - 1) if len(vocab) else np.zeros(rows.shape, np.int64)
+    ids = np.where(vocab[pos] == rows, pos, -1) if len(vocab) else np.full(rows.shape, -1)
+    counts = np.zeros((rows.shape[0], len(a["ngram_indexes"])), np.float64)
+    width = rows.shape[1]
+    for n, grams, first in levels:
+        if not a["min_gram_length"] <= n <= a["max_gram_length"] or not len(grams):
+            continue
+        if v ** n >= 2 ** 62:
+            raise ValueError(f"{n}-grams over a vocabulary of {v} do not fit int64 codes")
+        weights = v ** np.arange(n - 1, -1, -1, dtype=np.int64)
+        gram_codes = np.searchsorted(vocab, grams) @ weights
+        order = np.argsort(gram_codes, kind="stable")
+        sorted_codes = gram_codes[order]
+        # a 1-gram is the same for every skip; longer ones take every skip up to max_skip_count
+        for skip in range(a["max_skip_count"] + 1 if n > 1 else 1):
+            step = skip + 1
+            span = (n - 1) * step
+            if span >= width:
+                break
+            taken = np.stack([ids[:, j * step:width - span + j * step] for j in range(n)], axis=-1)
+            codes = taken @ weights
+            hit = np.searchsorted(sorted_codes, codes).clip(0, len(sorted_codes) - 1)
+            found = (taken >= 0).all(-1) & (sorted_codes[hit] == codes)
+            r, c = np.nonzero(found)
+            np.add.at(counts, (r, first + order[hit[r, c]]), 1)
+    w = np.ones(counts.shape[1]) if a["weights"] is None else np.asarray(a["weights"], np.float64)
+    if a["mode"] == "IDF":
+        counts = np.minimum(counts, 1) * w
+    elif a["mode"] == "TFIDF":
+        counts = counts * w
+    y = np.zeros((rows.shape[0], max(a["ngram_indexes"], default=-1) + 1), np.float32)
+    y[:, list(a["ngram_indexes"])] = counts
+    return y.reshape(x.shape[:-1] + y.shape[1:])
+
+
+register(OpDef(
+    "tfidf_vectorizer", infer=_tfidf_infer, reference=_tfidf_ref, inputs=(1, 1), kind="other",
+    differentiable=False,
+    attrs={"mode": Attr("str", doc="TF (counts) | IDF (found or not, times weights) | "
+                                   "TFIDF (counts times weights)"),
+           "min_gram_length": Attr("int"), "max_gram_length": Attr("int"),
+           "max_skip_count": Attr("int", doc="n-grams are also taken with up to this many tokens skipped "
+                                             "between their items"),
+           "ngram_counts": Attr("ints", doc="where the 1-grams, 2-grams, ... start in pool"),
+           "ngram_indexes": Attr("ints", doc="the output column of each n-gram of the pool"),
+           "pool": Attr("tensor", doc="the n-grams counted, flat (int64, or strings for string inputs)"),
+           "weights": Attr("floats", None, "per n-gram of the pool; all ones when absent")},
+    doc="tfidf_vectorizer(x[C] or x[N, C]) -> float32[..., max(ngram_indexes) + 1]: counts of the pool's "
+        "n-grams in each row (ONNX TfIdfVectorizer)",
+))

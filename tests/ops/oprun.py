@@ -76,6 +76,14 @@ def run(op: str, inputs: Sequence[Any], attrs: dict | None = None, *, num_output
     return _one_or_list(res, num_outputs)
 
 
+def run_on(op: str, x, *params, attrs: dict | None = None, num_outputs: int | None = None,
+           decompose: bool = False):
+    """Run ``op`` on ``x`` fed at run time and ``params`` as constants (as the shape-like
+    operands of a model usually are); inference must know every output's whole shape."""
+    return run(op, [x, *params], attrs, num_outputs=num_outputs, const=range(1, 1 + len(params)),
+               decompose=decompose, static=True)
+
+
 def types(op: str, inputs: Sequence[Any], attrs: dict | None = None, *, num_outputs: int | None = None,
           const: Collection[int] | str = ()) -> list[TensorType]:
     """The inferred types of every output."""
@@ -100,21 +108,33 @@ def i64(*v) -> np.ndarray:
     return np.array(v, dtype=np.int64)
 
 
+def sym(*dims) -> TensorType:
+    """A float32 type whose dims may be symbols."""
+    return TensorType(dims, "float32")
+
+
+def is_fresh(d, *not_these) -> bool:
+    """``d`` is a symbol, and none of ``not_these``."""
+    return isinstance(d, str) and d not in not_these
+
+
 # ---- one-node ONNX models ----------------------------------------------------------------------
 def value_info(name: str, elem: int | np.dtype = TensorProto.FLOAT, shape=None):
     """A graph input/output declaration; ``elem`` is a TensorProto type or a numpy dtype."""
     if not isinstance(elem, int):
-        elem = TensorProto.STRING if np.dtype(elem) == object else helper.np_dtype_to_tensor_dtype(np.dtype(elem))
+        d = np.dtype(elem)
+        elem = TensorProto.STRING if d == object else helper.np_dtype_to_tensor_dtype(d)
     return helper.make_tensor_value_info(name, elem, shape)
 
 
-def onnx_model(nodes, inputs, outputs, opset: int = 17, initializers=(), domains: dict | None = None,
+def onnx_model(nodes, inputs, outputs, opset: int = 17, inits=(), domains: dict | None = None,
                ir_version: int | None = None) -> ModelProto:
     """A model of ``nodes`` (one node or a list) at ``opset``, plus ``domains`` {name: version}."""
     nodes = [nodes] if not isinstance(nodes, (list, tuple)) else list(nodes)
-    opsets = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, v) for d, v in (domains or {}).items()]
-    m = helper.make_model(helper.make_graph(nodes, "g", list(inputs), list(outputs), initializer=list(initializers)),
-                          opset_imports=opsets)
+    opsets = [helper.make_opsetid("", opset)]
+    opsets += [helper.make_opsetid(d, v) for d, v in (domains or {}).items()]
+    graph = helper.make_graph(nodes, "g", list(inputs), list(outputs), initializer=list(inits))
+    m = helper.make_model(graph, opset_imports=opsets)
     if ir_version is not None:
         m.ir_version = ir_version
     return m

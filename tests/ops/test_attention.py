@@ -7,42 +7,14 @@ import numpy as np
 import pytest
 
 import irgraph.ops.attention  # noqa: F401  (registers the family)
-from irgraph import Graph, ShapeError, TensorType, run_graph
+from irgraph import ShapeError, TensorType
 from irgraph.dtype import DType
 from irgraph.ops.registry import get_op
 from irgraph.ops.scalar import NumpyScalar
 
+from oprun import run, types
+
 RNG = np.random.default_rng(0)
-
-
-def _graph(op, inputs, attrs=None, num_outputs=None):
-    """One-node graph: arrays become graph inputs (so nothing is folded), TensorTypes too, None absent."""
-    g = Graph()
-    vals, feeds = [], []
-    for i, x in enumerate(inputs):
-        if x is None:
-            vals.append(None)
-        elif isinstance(x, TensorType):
-            vals.append(g.add_input(f"in{i}", x))
-        else:
-            x = np.asarray(x)
-            vals.append(g.add_input(f"in{i}", TensorType.of(x)))
-            feeds.append(x)
-    res = g.op(op, vals, attrs or {}, num_outputs=num_outputs)
-    outs = list(res) if isinstance(res, tuple) else [res]
-    g.set_outputs(outs)
-    return g, outs, feeds
-
-
-def run(op, inputs, attrs=None, num_outputs=None):
-    g, outs, feeds = _graph(op, inputs, attrs, num_outputs)
-    res = run_graph(g, feeds)  # checks every output against the inferred type
-    return res if len(res) > 1 else res[0]
-
-
-def infer(op, inputs, attrs=None, num_outputs=None):
-    _, outs, _ = _graph(op, inputs, attrs, num_outputs)
-    return [v.type for v in outs]
 
 
 def f32(*shape):
@@ -129,7 +101,7 @@ def test_attention_masks_past_and_short_mask():
     np.testing.assert_array_equal(pres_k, np.concatenate([pk, k], axis=2))
     np.testing.assert_array_equal(pres_v, np.concatenate([pv, v], axis=2))
     float_mask = f32(2, 1, 3, 5)
-    y = run("attention", [q, k, v, float_mask, pk, pv], num_outputs=1)
+    (y,) = run("attention", [q, k, v, float_mask, pk, pv], num_outputs=1)
     np.testing.assert_allclose(y, naive_attention(q, k, v, float_mask, pk, pv), rtol=1e-5, atol=1e-6)
 
 
@@ -174,7 +146,7 @@ def test_attention_half_precision_softmax_precision():
 
 def test_attention_inference_symbolic_and_past():
     f = lambda *s: TensorType(s, "float32")  # noqa: E731
-    ts = infer("attention", [f("B", 8, "S", 64), f("B", 2, "S", 64), f("B", 2, "S", 32),
+    ts = types("attention", [f("B", 8, "S", 64), f("B", 2, "S", 64), f("B", 2, "S", 32),
                              None, f("B", 2, "P", 64), f("B", 2, "P", 32)], num_outputs=4)
     y, pk, pv, qk = ts
     assert y.shape == ("B", 8, "S", 32)
@@ -182,7 +154,7 @@ def test_attention_inference_symbolic_and_past():
     assert isinstance(total, str) and total not in ("S", "P")
     assert pk.shape == ("B", 2, total, 64) and pv.shape == ("B", 2, total, 32)
     assert qk.shape == ("B", 8, "S", total)
-    ts = infer("attention", [f(1, 4, 3, 8), f(1, 4, 5, 8), f(1, 4, 5, 8), None, f(1, 4, 7, 8),
+    ts = types("attention", [f(1, 4, 3, 8), f(1, 4, 5, 8), f(1, 4, 5, 8), None, f(1, 4, 7, 8),
                              f(1, 4, 7, 8)], num_outputs=2)
     assert [t.shape for t in ts] == [(1, 4, 3, 8), (1, 4, 12, 8)]
 
@@ -196,36 +168,22 @@ def test_attention_inference_symbolic_and_past():
 ])
 def test_attention_errors_name_the_op(inputs, attrs, msg):
     with pytest.raises(ShapeError, match=msg) as e:
-        infer("attention", [TensorType(s, "float32") for s in inputs], attrs)
+        types("attention", [TensorType(s, "float32") for s in inputs], attrs)
     assert "attention" in str(e.value)
 
 
 def test_attention_cache_inputs_go_together():
     t = TensorType((1, 2, 4, 8), "float32")
     with pytest.raises(ShapeError, match="together"):
-        infer("attention", [t, t, t, None, t])
+        types("attention", [t, t, t, None, t])
     with pytest.raises(ShapeError, match="nonpad_kv_seqlen"):
-        infer("attention", [t, t, t, None, t, t, TensorType((1,), "int64")])
+        types("attention", [t, t, t, None, t, t, TensorType((1,), "int64")])
 
 
 # ---- attention decomposition ---------------------------------------------------------------------
 def _run_decomposed(inputs, attrs, const_mask=False):
     """Build the decomposition in a fresh graph and run it; returns its 4 outputs."""
-    g = Graph()
-    vals, feeds = [], []
-    for i, x in enumerate(inputs):
-        if x is None:
-            vals.append(None)
-        elif const_mask and i == 3:
-            vals.append(g.add_const(x, "mask"))
-        else:
-            vals.append(g.add_input(f"in{i}", TensorType.of(x)))
-            feeds.append(x)
-    opdef = get_op("attention")
-    outs = opdef.decompose(g, vals, opdef.normalize_attrs(attrs))
-    g.set_outputs(outs)
-    assert "attention" not in {n.op for n in g.nodes}
-    return run_graph(g, feeds)
+    return run("attention", inputs, attrs, num_outputs=4, const=(3,) if const_mask else (), decompose=True)
 
 
 DECOMP = {
@@ -303,15 +261,15 @@ def test_rotary_embedding_is_a_complex_rotation(interleaved, rd):
 
 
 def test_rotary_embedding_inference_and_errors():
-    t = infer("rotary_embedding", [TensorType(("B", 4, "S", 8), "float16"), TensorType((16, 4), "float16"),
+    t = types("rotary_embedding", [TensorType(("B", 4, "S", 8), "float16"), TensorType((16, 4), "float16"),
                                    TensorType((16, 4), "float16"), TensorType(("B", "S"), "int64")])[0]
     assert t.shape == ("B", 4, "S", 8) and t.dtype.name == "float16"
     with pytest.raises(ShapeError, match="num_heads") as e:
-        infer("rotary_embedding", [TensorType((1, 3, 8), "float32"), TensorType((1, 3, 4), "float32"),
+        types("rotary_embedding", [TensorType((1, 3, 8), "float32"), TensorType((1, 3, 4), "float32"),
                                    TensorType((1, 3, 4), "float32")])
     assert "rotary_embedding" in str(e.value)
     with pytest.raises(ShapeError, match="rotary_dim / 2"):
-        infer("rotary_embedding", [TensorType((1, 2, 3, 8), "float32"), TensorType((9, 3), "float32"),
+        types("rotary_embedding", [TensorType((1, 2, 3, 8), "float32"), TensorType((9, 3), "float32"),
                                    TensorType((9, 3), "float32"), TensorType((1, 3), "int64")])
 
 
@@ -325,7 +283,7 @@ def test_swiglu_reference_scalar_formula_and_errors():
     op = get_op("swiglu")
     np.testing.assert_allclose(op.scalar(NumpyScalar(), a, b, alpha=1.702), want, rtol=1e-5, atol=1e-6)
     with pytest.raises(ShapeError, match="no broadcasting") as e:
-        infer("swiglu", [TensorType((3, 5), "float32"), TensorType((1, 5), "float32")])
+        types("swiglu", [TensorType((3, 5), "float32"), TensorType((1, 5), "float32")])
     assert "swiglu" in str(e.value)
 
 
@@ -368,8 +326,8 @@ def test_linear_attention_delta_step_and_errors():
     np.testing.assert_allclose(y[0, 0], 2.0 * q[0, 0] @ want, rtol=1e-5, atol=1e-6)
     t = TensorType((1, 2, 6), "float32")
     with pytest.raises(ShapeError, match="needs beta"):
-        infer("linear_attention", [t, t, t], {"update_rule": "delta", "q_num_heads": 2, "kv_num_heads": 2},
+        types("linear_attention", [t, t, t], {"update_rule": "delta", "q_num_heads": 2, "kv_num_heads": 2},
               num_outputs=2)
     with pytest.raises(ShapeError, match="multiple"):
-        infer("linear_attention", [t, t, t], {"update_rule": "linear", "q_num_heads": 3, "kv_num_heads": 2},
+        types("linear_attention", [t, t, t], {"update_rule": "linear", "q_num_heads": 3, "kv_num_heads": 2},
               num_outputs=2)

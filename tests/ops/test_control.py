@@ -10,6 +10,8 @@ import irgraph
 from irgraph import Graph, ShapeError, TensorType, run_graph
 from irgraph.frontends.onnx.importer import import_model
 
+from oprun import onnx_model, value_info
+
 F32, I64, BOOL = irgraph.dtype.float32, irgraph.dtype.int64, irgraph.dtype.bool_
 
 
@@ -230,13 +232,10 @@ def test_onnx_loop_with_untyped_growing_carried_value():
          helper.make_tensor_value_info("acc", F, None)],      # no shape declared
         [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []),
          helper.make_tensor_value_info("acc_out", F, None)])
-    graph = helper.make_graph(
-        [helper.make_node("Loop", ["M", "", "init"], ["final"], body=body)], "g",
-        [helper.make_tensor_value_info("M", TensorProto.INT64, []),
-         helper.make_tensor_value_info("init", F, [2]),
-         helper.make_tensor_value_info("piece", F, [3])],
-        [helper.make_tensor_value_info("final", F, None)])
-    g = import_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+    g = import_model(onnx_model(
+        helper.make_node("Loop", ["M", "", "init"], ["final"], body=body),
+        [value_info("M", TensorProto.INT64, []), value_info("init", F, [2]), value_info("piece", F, [3])],
+        [value_info("final", F)], 13))
     g.verify()
     loop = g.nodes[0]
     # the body was re-typed so its carried input fits every iteration, not just the first
@@ -257,18 +256,14 @@ def test_onnx_if_with_known_condition_tolerates_an_invalid_dead_branch():
              helper.make_node("Constant", [], ["five"], value_int=5),
              helper.make_node("Equal", ["size", "five"], ["is5"]),
              helper.make_node("If", ["is5"], ["y"], then_branch=good, else_branch=bad)]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F, [5])],
-                              [helper.make_tensor_value_info("y", F, None)])
-    g = import_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+    g = import_model(onnx_model(nodes, [value_info("x", F, [5])], [value_info("y", F)], 13))
     g.verify()
     node = g.nodes[-1]
     assert node.op == "if" and "never runs" in node.meta["note"]
     x = np.arange(5, dtype=np.float32)
     np.testing.assert_array_equal(run_graph(g, [x])[0], -x)
     # with a condition only known at run time an invalid branch is still an error
-    graph = helper.make_graph([helper.make_node("If", ["c"], ["y"], then_branch=good, else_branch=bad)], "g",
-                              [helper.make_tensor_value_info("x", F, [5]),
-                               helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
-                              [helper.make_tensor_value_info("y", F, None)])
+    model = onnx_model(helper.make_node("If", ["c"], ["y"], then_branch=good, else_branch=bad),
+                       [value_info("x", F, [5]), value_info("c", TensorProto.BOOL, [])], [value_info("y", F)], 13)
     with pytest.raises(irgraph.IrgraphError, match="reshape"):
-        import_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+        import_model(model)

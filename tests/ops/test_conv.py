@@ -1,53 +1,25 @@
-"""Convolution and pooling ops: references against direct (loop) definitions and hand-computed
-values, inference (static and symbolic shapes, dtypes), errors that name the op, and the ONNX
-converters' handling of auto_pad / output_shape / Indices."""
+"""Convolution ops: references against direct (loop) definitions and hand-computed values,
+inference (static and symbolic shapes, dtypes), errors that name the op, and the ONNX
+converters' handling of auto_pad / output_shape / kernel_shape."""
 from __future__ import annotations
 
+from functools import partial
 
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import helper
 
 import irgraph
-from irgraph import Graph, ShapeError, TensorType, run_graph
+from irgraph import ShapeError, TensorType, run_graph
+from irgraph.frontends.onnx import import_model
 from irgraph.types import is_static_dim
 
+import oprun
+from oprun import ALL, build, onnx_model, run_on, value_info
+
 RNG = np.random.default_rng(1234)
-
-
-# ---- helpers -------------------------------------------------------------------------------
-def _build(op, inputs, attrs=None, num_outputs=None):
-    """One-node graph: arrays become constants, TensorTypes graph inputs, None is absent."""
-    g = Graph()
-    vals = []
-    for i, x in enumerate(inputs):
-        if x is None:
-            vals.append(None)
-        elif isinstance(x, TensorType):
-            vals.append(g.add_input(f"in{i}", x))
-        else:
-            vals.append(g.add_const(np.asarray(x), f"c{i}"))
-    res = g.op(op, vals, attrs or {}, num_outputs=num_outputs)
-    outs = list(res) if isinstance(res, tuple) else [res]
-    g.set_outputs(outs)
-    return g, outs
-
-
-def infer(op, inputs, attrs=None, num_outputs=None):
-    _, outs = _build(op, inputs, attrs, num_outputs)
-    return [v.type for v in outs] if len(outs) > 1 else outs[0].type
-
-
-def run(op, x, *params, attrs=None, num_outputs=None):
-    """Run ``op`` with ``x`` as a graph input and ``params`` as constants; the interpreter checks
-    every result against the inferred type, so this checks inference too."""
-    x = np.asarray(x)
-    g, outs = _build(op, [TensorType.of(x)] + list(params), attrs, num_outputs)
-    res = run_graph(g, [x])
-    for v, r in zip(outs, res):
-        assert v.type.shape == r.shape and v.type.dtype.np == r.dtype
-    return res if len(res) > 1 else res[0]
+infer = partial(oprun.infer, const=ALL)  # array operands are constants
 
 
 def f32(*shape):
@@ -105,22 +77,6 @@ def naive_conv_transpose(x, w, b=None, strides=None, pads=None, dilations=None, 
     return y
 
 
-def naive_pool(x, kernel, reduce, strides=None, pads=None, dilations=None, fill=0.0):
-    """Pool from its definition (no ceil mode): ``reduce(values in window, n_real, n_with_pads)``."""
-    x = x.astype(np.float64)
-    nsp = x.ndim - 2
-    s, p, d = _geom(nsp, strides, pads, dilations)
-    real = np.pad(np.ones(x.shape[2:]), [(p[i], p[i + nsp]) for i in range(nsp)])
-    xp = np.pad(x, [(0, 0), (0, 0)] + [(p[i], p[i + nsp]) for i in range(nsp)], constant_values=fill)
-    outs = [(xp.shape[2 + i] - (kernel[i] - 1) * d[i] - 1) // s[i] + 1 for i in range(nsp)]
-    y = np.zeros(x.shape[:2] + tuple(outs))
-    for o in np.ndindex(*outs):
-        win = tuple(slice(o[i] * s[i], o[i] * s[i] + (kernel[i] - 1) * d[i] + 1, d[i]) for i in range(nsp))
-        vals = xp[(slice(None), slice(None)) + win].reshape(x.shape[:2] + (-1,))
-        y[(slice(None), slice(None)) + o] = reduce(vals, real[win].sum(), real[win].size)
-    return y
-
-
 # ---- conv ------------------------------------------------------------------------------------
 CONV_CASES = [
     # x shape, w shape, attrs
@@ -140,7 +96,7 @@ CONV_CASES = [
 def test_conv_matches_direct_definition(xs, ws, attrs, bias):
     x, w = f32(*xs), f32(*ws)
     b = f32(ws[0]) if bias else None
-    got = run("conv", x, w, b, attrs=attrs)
+    got = run_on("conv", x, w, b, attrs=attrs)
     want = naive_conv(x, w, b, attrs.get("strides"), attrs.get("pads"), attrs.get("dilations"),
                       attrs.get("group", 1))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -149,9 +105,9 @@ def test_conv_matches_direct_definition(xs, ws, attrs, bias):
 def test_conv_hand_computed():
     x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
     w = np.array([[[[1, 0], [0, -1]]]], np.float32)  # x[i, j] - x[i+1, j+1] = -5 everywhere
-    np.testing.assert_array_equal(run("conv", x, w), np.full((1, 1, 3, 3), -5, np.float32))
+    np.testing.assert_array_equal(run_on("conv", x, w), np.full((1, 1, 3, 3), -5, np.float32))
     ones = np.ones((1, 1, 3, 3), np.float32)
-    got = run("conv", x, ones, np.array([100], np.float32), attrs={"pads": (1, 1, 1, 1), "strides": (3, 3)})
+    got = run_on("conv", x, ones, np.array([100], np.float32), attrs={"pads": (1, 1, 1, 1), "strides": (3, 3)})
     # windows over rows/cols -1..1 and 2..4: each holds one in-bounds 2x2 block, plus bias
     np.testing.assert_array_equal(got, np.array([[[[100 + 0 + 1 + 4 + 5, 100 + 2 + 3 + 6 + 7],
                                                    [100 + 8 + 9 + 12 + 13, 100 + 10 + 11 + 14 + 15]]]],
@@ -163,7 +119,7 @@ def test_conv_dtypes(dtype):
     import ml_dtypes
     dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype
     x, w = f32(1, 3, 6, 6).astype(dtype), f32(4, 3, 3, 3).astype(dtype)
-    got = run("conv", x, w, attrs={"pads": (1, 1, 1, 1)})
+    got = run_on("conv", x, w, attrs={"pads": (1, 1, 1, 1)})
     assert got.dtype == np.dtype(dtype)
     want = naive_conv(x.astype(np.float64), w.astype(np.float64), pads=(1, 1, 1, 1))
     tol = 1e-12 if dtype == np.float64 else 3e-2
@@ -174,9 +130,9 @@ def test_conv_batch_chunking_matches(monkeypatch):
     # large batches build the im2col matrix one slice at a time; the result must not change
     from irgraph.ops import conv as conv_mod
     x, w = f32(5, 2, 6, 6), f32(3, 2, 3, 3)
-    whole = run("conv", x, w)
+    whole = run_on("conv", x, w)
     monkeypatch.setattr(conv_mod, "_COLS_BYTES", 1)
-    np.testing.assert_allclose(run("conv", x, w), whole, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(run_on("conv", x, w), whole, rtol=1e-6, atol=1e-6)
 
 
 def _same_pads(n, k, s, d, upper):
@@ -190,7 +146,7 @@ def _same_pads(n, k, s, d, upper):
 def test_conv_auto_pad_equals_explicit_pads(auto_pad):
     x, w = f32(1, 2, 7, 8), f32(3, 2, 4, 3)
     strides, dil = (2, 3), (1, 2)
-    got = run("conv", x, w, attrs={"auto_pad": auto_pad, "strides": strides, "dilations": dil})
+    got = run_on("conv", x, w, attrs={"auto_pad": auto_pad, "strides": strides, "dilations": dil})
     if auto_pad == "VALID":
         pads = (0, 0, 0, 0)
     else:
@@ -204,8 +160,8 @@ def test_conv_auto_pad_equals_explicit_pads(auto_pad):
 
 def test_conv_auto_pad_on_symbolic_dims_resolves_at_run_time():
     w = f32(3, 2, 3, 3)
-    g, (y,) = _build("conv", [TensorType(("N", 2, "H", "W"), "float32"), w],
-                     {"auto_pad": "SAME_LOWER", "strides": (2, 2)})
+    g, (y,), _ = build("conv", [TensorType(("N", 2, "H", "W"), "float32"), w],
+                       {"auto_pad": "SAME_LOWER", "strides": (2, 2)}, const=ALL)
     assert y.type.shape[:2] == ("N", 3) and not any(is_static_dim(d) for d in y.type.shape[2:])
     for hw in ((5, 6), (8, 7)):
         x = f32(2, 2, *hw)
@@ -269,7 +225,7 @@ CONVT_CASES = [
 def test_conv_transpose_matches_direct_definition(xs, ws, attrs):
     x, w = f32(*xs), f32(*ws)
     b = f32(ws[1] * attrs.get("group", 1))
-    got = run("conv_transpose", x, w, b, attrs=attrs)
+    got = run_on("conv_transpose", x, w, b, attrs=attrs)
     want = naive_conv_transpose(x, w, b, attrs.get("strides"), attrs.get("pads"),
                                 attrs.get("dilations"), attrs.get("group", 1), attrs.get("output_padding"))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -279,15 +235,15 @@ def test_conv_transpose_is_the_adjoint_of_conv():
     # <conv(x, w), y> == <x, conv_transpose(y, w)> for matching geometry
     x, w = f32(2, 4, 9, 8), f32(6, 2, 3, 2)
     attrs = {"strides": (2, 3), "pads": (1, 0, 1, 1), "dilations": (1, 2), "group": 2}
-    y_shape = run("conv", x, w, attrs=attrs).shape
+    y_shape = run_on("conv", x, w, attrs=attrs).shape
     y = f32(*y_shape)
     # output_padding restores the input size lost to the floor in conv's output size
     natural = [s * (o - 1) + (k - 1) * d + 1 - pb - pe for s, o, k, d, pb, pe in
                zip((2, 3), y_shape[2:], (3, 2), (1, 2), (1, 0), (1, 1))]
     opad = tuple(n - m for n, m in zip((9, 8), natural))
-    xt = run("conv_transpose", y, w, attrs={**attrs, "output_padding": opad})
+    xt = run_on("conv_transpose", y, w, attrs={**attrs, "output_padding": opad})
     assert xt.shape == x.shape
-    lhs = float((run("conv", x, w, attrs=attrs).astype(np.float64) * y).sum())
+    lhs = float((run_on("conv", x, w, attrs=attrs).astype(np.float64) * y).sum())
     rhs = float((x.astype(np.float64) * xt).sum())
     assert abs(lhs - rhs) < 1e-3 * max(1.0, abs(lhs))
 
@@ -295,18 +251,18 @@ def test_conv_transpose_is_the_adjoint_of_conv():
 def test_conv_transpose_output_shape_and_auto_pad():
     x, w = f32(1, 1, 3, 3), f32(1, 2, 3, 3)
     full = naive_conv_transpose(x, w, strides=(3, 2))            # (1, 2, 9, 7)
-    got = run("conv_transpose", x, w, attrs={"strides": (3, 2), "output_shape": (10, 8)})
+    got = run_on("conv_transpose", x, w, attrs={"strides": (3, 2), "output_shape": (10, 8)})
     # a larger output than the full result is zero-extended at the end
     want = np.zeros((1, 2, 10, 8))
     want[:, :, :9, :7] = full
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    got = run("conv_transpose", x, w, attrs={"strides": (3, 2), "output_shape": (7, 5)})
+    got = run_on("conv_transpose", x, w, attrs={"strides": (3, 2), "output_shape": (7, 5)})
     # total padding (2, 2): the larger half at the start unless SAME_UPPER
     np.testing.assert_allclose(got, full[:, :, 1:8, 1:6], rtol=1e-5, atol=1e-5)
-    got = run("conv_transpose", x, w, attrs={"strides": (2, 2), "auto_pad": "SAME_UPPER"})
+    got = run_on("conv_transpose", x, w, attrs={"strides": (2, 2), "auto_pad": "SAME_UPPER"})
     full2 = naive_conv_transpose(x, w, strides=(2, 2))           # (1, 2, 7, 7) -> 6 x 6
     np.testing.assert_allclose(got, full2[:, :, :6, :6], rtol=1e-5, atol=1e-5)
-    got = run("conv_transpose", x, w, attrs={"strides": (2, 2), "auto_pad": "SAME_LOWER"})
+    got = run_on("conv_transpose", x, w, attrs={"strides": (2, 2), "auto_pad": "SAME_LOWER"})
     np.testing.assert_allclose(got, full2[:, :, 1:, 1:], rtol=1e-5, atol=1e-5)
 
 
@@ -325,190 +281,17 @@ def test_conv_transpose_inference_and_errors():
         infer("conv_transpose", [TensorType((1, 4, 4, 4), "float32"), f32(4, 3, 3, 3), f32(4)])
 
 
-# ---- pools -----------------------------------------------------------------------------------
-POOL_CASES = [
-    ((2, 3, 9), (3,), {"strides": (2,)}),
-    ((1, 2, 7, 8), (3, 3), {"pads": (1, 1, 1, 1), "strides": (2, 2)}),
-    ((1, 2, 7, 8), (2, 3), {"pads": (1, 0, 0, 2), "strides": (1, 2), "dilations": (2, 1)}),
-    ((1, 1, 5, 4, 6), (2, 2, 3), {"strides": (2, 1, 2), "pads": (1, 0, 1, 0, 1, 1)}),
-]
-
-
-@pytest.mark.parametrize("xs,k,attrs", POOL_CASES)
-def test_max_pool_matches_direct_definition(xs, k, attrs):
-    x = f32(*xs)
-    y, idx = run("max_pool", x, attrs={"kernel_shape": k, "indices": True, **attrs}, num_outputs=2)
-    want = naive_pool(x, k, lambda v, *_: v.max(-1), attrs.get("strides"), attrs.get("pads"),
-                      attrs.get("dilations"), fill=-np.inf)
-    np.testing.assert_array_equal(y, want.astype(np.float32))
-    assert idx.dtype == np.int64
-    np.testing.assert_array_equal(x.reshape(-1)[idx], y)  # indices point at the maxima in x
-    assert run("max_pool", x, attrs={"kernel_shape": k, **attrs}).shape == y.shape
-
-
-def test_max_pool_indices_storage_order_and_ties():
-    x = np.array([[[[1, 2], [4, 3]]], [[[7, 7], [7, 0]]]], np.float32)  # (2, 1, 2, 2)
-    for order, want in ((0, [2, 4]), (1, [1, 4])):
-        y, idx = run("max_pool", x, attrs={"kernel_shape": (2, 2), "indices": True, "storage_order": order},
-                     num_outputs=2)
-        np.testing.assert_array_equal(y.reshape(-1), [4, 7])
-        # batch 1 ties three ways: the first in scan order wins, offset by one plane of 4
-        np.testing.assert_array_equal(idx.reshape(-1), want)
-
-
-def test_max_pool_integers_and_ceil_mode():
-    x = np.array([[[[200, 3, 9], [4, 255, 0], [1, 2, 7]]]], np.uint8)
-    y = run("max_pool", x, attrs={"kernel_shape": (2, 2), "strides": (2, 2), "ceil_mode": True})
-    np.testing.assert_array_equal(y, np.array([[[[255, 9], [2, 7]]]], np.uint8))
-    y = run("max_pool", x, attrs={"kernel_shape": (2, 2), "strides": (2, 2)})
-    np.testing.assert_array_equal(y, np.array([[[[255]]]], np.uint8))
-    y = run("max_pool", (x.astype(np.int8) - 100).astype(np.int8), attrs={"kernel_shape": (3, 3), "pads": (1, 1, 1, 1)})
-    assert y.dtype == np.int8 and y.shape == (1, 1, 3, 3)
-
-
-@pytest.mark.parametrize("xs,k,attrs", POOL_CASES)
-@pytest.mark.parametrize("include", [False, True])
-def test_avg_pool_matches_direct_definition(xs, k, attrs, include):
-    x = f32(*xs)
-    y = run("avg_pool", x, attrs={"kernel_shape": k, "count_include_pad": include, **attrs})
-    want = naive_pool(x, k, lambda v, real, size: v.sum(-1) / (size if include else real),
-                      attrs.get("strides"), attrs.get("pads"), attrs.get("dilations"))
-    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
-
-
-def test_avg_pool_ceil_mode_hand_computed():
-    x = np.arange(1, 7, dtype=np.float32).reshape(1, 1, 6)
-    attrs = {"kernel_shape": (2,), "strides": (2,), "pads": (1, 0)}
-    # padded [0, 1 | 2, 3 | 4, 5 | 6, -]: the last window overhangs past the end
-    np.testing.assert_allclose(run("avg_pool", x, attrs=attrs).reshape(-1), [1, 2.5, 4.5])
-    np.testing.assert_allclose(run("avg_pool", x, attrs={**attrs, "ceil_mode": True}).reshape(-1),
-                               [1, 2.5, 4.5, 6])
-    np.testing.assert_allclose(run("avg_pool", x, attrs={**attrs, "ceil_mode": True,
-                                                         "count_include_pad": True}).reshape(-1),
-                               [0.5, 2.5, 4.5, 6])
-    # [1, 2 | 3, 4 | pad, -]: a window that would start in the end padding is dropped
-    y = run("avg_pool", x[..., :4], attrs={"kernel_shape": (2,), "strides": (2,), "pads": (0, 1), "ceil_mode": True})
-    np.testing.assert_allclose(y.reshape(-1), [1.5, 3.5])
-    y = run("avg_pool", x[..., :5], attrs={"kernel_shape": (2,), "strides": (2,), "pads": (0, 1), "ceil_mode": True})
-    np.testing.assert_allclose(y.reshape(-1), [1.5, 3.5, 5])
-
-
-@pytest.mark.parametrize("p", [1.0, 2.0, 3.0])
-def test_lp_pool_matches_direct_definition(p):
-    x = f32(1, 2, 7, 6)
-    attrs = {"kernel_shape": (3, 2), "strides": (2, 1), "pads": (1, 0, 1, 1), "p": p}
-    want = naive_pool(x, (3, 2), lambda v, *_: (np.abs(v) ** p).sum(-1) ** (1 / p),
-                      (2, 1), (1, 0, 1, 1))
-    np.testing.assert_allclose(run("lp_pool", x, attrs=attrs), want, rtol=1e-5, atol=1e-6)
-
-
-def test_pool_auto_pad_and_float16():
-    x = f32(1, 2, 7, 5).astype(np.float16)
-    y = run("avg_pool", x, attrs={"kernel_shape": (3, 2), "strides": (2, 2), "auto_pad": "SAME_UPPER"})
-    assert y.dtype == np.float16 and y.shape == (1, 2, 4, 3)
-    # SAME_UPPER here: pads (1, 0) begin, (1, 1) end
-    want = naive_pool(x, (3, 2), lambda v, real, _: v.sum(-1) / real, (2, 2), (1, 0, 1, 1))
-    np.testing.assert_allclose(y.astype(np.float64), want, rtol=2e-3, atol=2e-3)
-
-
-def test_pool_inference_and_errors():
-    t = infer("max_pool", [TensorType(("N", 3, 224, "W"), "float32")],
-              {"kernel_shape": (3, 3), "strides": (2, 2), "pads": (1, 1, 1, 1), "indices": True})
-    assert t[0].shape[:3] == ("N", 3, 112) and not is_static_dim(t[0].shape[3])
-    assert t[1].dtype is irgraph.dtype.int64 and t[1].shape == t[0].shape
-    assert infer("avg_pool", [TensorType((1, 1, 5, 5), "float32")],
-                 {"kernel_shape": (2, 2), "strides": (2, 2), "ceil_mode": True}).shape == (1, 1, 3, 3)
-    with pytest.raises(ShapeError, match="max_pool.*kernel_shape"):
-        infer("max_pool", [TensorType((1, 3, 8, 8), "float32")], {"kernel_shape": (3,)})
-    with pytest.raises(ShapeError, match="avg_pool.*unsupported dtype"):
-        infer("avg_pool", [TensorType((1, 3, 8, 8), "int32")], {"kernel_shape": (3, 3)})
-    with pytest.raises(ShapeError, match="lp_pool.*larger than the padded input"):
-        infer("lp_pool", [TensorType((1, 3, 2, 8), "float32")], {"kernel_shape": (3, 3)})
-    with pytest.raises(ShapeError, match="max_pool.*storage_order"):
-        infer("max_pool", [TensorType((1, 3, 8, 8), "float32")], {"kernel_shape": (3, 3), "storage_order": 2})
-    with pytest.raises(ShapeError, match="max_pool.*kernel_shape"):
-        infer("max_pool", [TensorType((1, 3, 8, 8), "float32")], {"kernel_shape": (0, 3)})
-
-
-@pytest.mark.parametrize("mode", ["avg", "max", "lp"])
-def test_global_pool(mode):
-    x = f32(2, 3, 4, 5, 2)
-    y = run("global_pool", x, attrs={"mode": mode, "p": 3.0})
-    xd = x.astype(np.float64)
-    want = {"avg": xd.mean(axis=(2, 3, 4), keepdims=True), "max": xd.max(axis=(2, 3, 4), keepdims=True),
-            "lp": (np.abs(xd) ** 3).sum(axis=(2, 3, 4), keepdims=True) ** (1 / 3)}[mode]
-    np.testing.assert_allclose(y, want, rtol=1e-5)
-    assert infer("global_pool", [TensorType(("N", "C", "H", "W"), "float16")], {"mode": mode}) == \
-        TensorType(("N", "C", 1, 1), "float16")
-    with pytest.raises(ShapeError, match="global_pool.*rank"):
-        infer("global_pool", [TensorType(("N", "C"), "float32")], {"mode": mode})
-    with pytest.raises(ShapeError, match="global_pool.*mode"):
-        infer("global_pool", [TensorType((1, 2, 3), "float32")], {"mode": "median"})
-
-
-# ---- max_unpool ----------------------------------------------------------------------------
-def test_max_unpool_inverts_max_pool():
-    x = f32(2, 3, 6, 8)
-    attrs = {"kernel_shape": (2, 2), "strides": (2, 2)}
-    y, idx = run("max_pool", x, attrs={**attrs, "indices": True}, num_outputs=2)
-    up = run("max_unpool", y, idx, attrs=attrs)
-    assert up.shape == x.shape
-    # each maximum returns to its place; everything else is zero
-    keep = np.zeros(x.size, bool)
-    keep[idx.reshape(-1)] = True
-    np.testing.assert_array_equal(up.reshape(-1), np.where(keep, x.reshape(-1), 0))
-
-
-def test_max_unpool_output_shape():
-    x = np.array([[[[5, 6], [7, 8]]]], np.float32)
-    idx = np.array([[[[5, 7], [13, 15]]]], np.int64)   # positions in the default 4 x 4 output
-    attrs = {"kernel_shape": (2, 2), "strides": (2, 2)}
-    got = run("max_unpool", x, idx, np.array([1, 1, 5, 5], np.int64), attrs=attrs)
-    want = np.zeros((1, 1, 5, 5), np.float32)
-    want[0, 0, 1, 1], want[0, 0, 1, 3], want[0, 0, 3, 1], want[0, 0, 3, 3] = 5, 6, 7, 8
-    np.testing.assert_array_equal(got, want)
-    # a non-constant output_shape gives fresh symbols for the spatial dims
-    t = infer("max_unpool", [TensorType((1, 1, 2, 2), "float32"), idx, TensorType((4,), "int64")], attrs)
-    assert t.shape[:2] == (1, 1) and not any(is_static_dim(d) for d in t.shape[2:])
-    with pytest.raises(ShapeError, match="max_unpool.*int64"):
-        infer("max_unpool", [TensorType((1, 1, 2, 2), "float32"), idx.astype(np.int32)], attrs)
-    with pytest.raises(ShapeError, match="max_unpool.*batch and channel"):
-        infer("max_unpool", [TensorType((1, 1, 2, 2), "float32"), idx, np.array([1, 2, 5, 5], np.int64)], attrs)
-    with pytest.raises(irgraph.IrgraphError, match="max_unpool.*outside"):
-        run("max_unpool", x, idx * 3, attrs=attrs)
-
-
-# ---- max_roi_pool --------------------------------------------------------------------------
-def test_max_roi_pool_hand_computed():
-    x = np.arange(32, dtype=np.float32).reshape(2, 1, 4, 4)
-    rois = np.array([[0, 0, 0, 3, 3], [1, 1, 1, 2, 2], [0, 2, 0, 6, 8]], np.float32)
-    y = run("max_roi_pool", x, rois, attrs={"pooled_shape": (2, 2)})
-    assert y.shape == (3, 1, 2, 2)
-    np.testing.assert_array_equal(y[0, 0], [[5, 7], [13, 15]])
-    np.testing.assert_array_equal(y[1, 0], [[21, 22], [25, 26]])
-    # the third roi (9 x 5, bins 4.5 x 2.5) reaches past the image: its bins are clipped to
-    # rows 0..3, cols 2..3, and the bins left empty are 0
-    np.testing.assert_array_equal(y[2, 0], [[15, 0], [0, 0]])
-    # spatial_scale maps roi coordinates onto the feature map
-    y = run("max_roi_pool", x, rois[:1] * np.array([1, 2, 2, 2, 2], np.float32),
-            attrs={"pooled_shape": (1, 1), "spatial_scale": 0.5})
-    assert y.reshape(-1).tolist() == [15.0]
-    with pytest.raises(ShapeError, match="max_roi_pool.*rois"):
-        infer("max_roi_pool", [TensorType((1, 1, 4, 4), "float32"), np.zeros((2, 4), np.float32)],
-              {"pooled_shape": (2, 2)})
-
-
 # ---- deform_conv ---------------------------------------------------------------------------
 def test_deform_conv_with_zero_offsets_is_conv():
     x, w, b = f32(2, 4, 7, 6), f32(6, 2, 3, 2), f32(6)
     attrs = {"group": 2, "strides": (2, 1), "pads": (1, 0, 1, 1), "dilations": (1, 2)}
-    want = run("conv", x, w, b, attrs=attrs)
+    want = run_on("conv", x, w, b, attrs=attrs)
     off = np.zeros((2, 2 * 3 * 2 * 2) + want.shape[2:], np.float32)
-    got = run("deform_conv", x, w, off, b, attrs={**attrs, "offset_group": 2})
+    got = run_on("deform_conv", x, w, off, b, attrs={**attrs, "offset_group": 2})
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     # an all-0.5 mask halves the result before the bias
     mask = np.full((2, 2 * 3 * 2) + want.shape[2:], 0.5, np.float32)
-    got = run("deform_conv", x, w, off, b, mask, attrs={**attrs, "offset_group": 2})
+    got = run_on("deform_conv", x, w, off, b, mask, attrs={**attrs, "offset_group": 2})
     np.testing.assert_allclose(got, 0.5 * (want - b.reshape(6, 1, 1)) + b.reshape(6, 1, 1), rtol=1e-5, atol=1e-5)
 
 
@@ -519,7 +302,7 @@ def test_deform_conv_bilinear_hand_computed():
     off[0, :, 0, 0] = 0.5     # (0, 0) samples the centre: mean of all four
     off[0, 0, 1, 1] = 1.0     # (1, 1) samples row 2: outside, so zero
     off[0, 1, 0, 1] = -0.25   # (0, 1) samples x = 0.75 between 1 and 2
-    y = run("deform_conv", x, w, off)
+    y = run_on("deform_conv", x, w, off)
     np.testing.assert_allclose(y[0, 0], [[2.5, 1.75], [3, 0]], rtol=1e-6)
 
 
@@ -535,7 +318,7 @@ def test_deform_conv_inference_errors():
 @pytest.mark.parametrize("activation", ["none", "silu"])
 def test_causal_conv_with_state_matches_conv(activation):
     x, w, b, past = f32(2, 3, 6), f32(3, 1, 4), f32(3), f32(2, 3, 3)
-    y, state = run("causal_conv_with_state", x, w, b, past, attrs={"activation": activation}, num_outputs=2)
+    y, state = run_on("causal_conv_with_state", x, w, b, past, attrs={"activation": activation}, num_outputs=2)
     seq = np.concatenate([past, x], axis=2)
     want = naive_conv(seq, w, b, group=3)
     if activation == "silu":
@@ -546,11 +329,11 @@ def test_causal_conv_with_state_matches_conv(activation):
 
 def test_causal_conv_with_state_decode_steps_match_prefill():
     x, w = f32(1, 2, 7), f32(2, 1, 3)
-    full, _ = run("causal_conv_with_state", x, w, num_outputs=2)
+    full, _ = run_on("causal_conv_with_state", x, w, num_outputs=2)
     state = np.zeros((1, 2, 2), np.float32)
     steps = []
     for t in range(7):
-        y, state = run("causal_conv_with_state", x[:, :, t:t + 1], w, None, state, num_outputs=2)
+        y, state = run_on("causal_conv_with_state", x[:, :, t:t + 1], w, None, state, num_outputs=2)
         steps.append(y)
     np.testing.assert_allclose(np.concatenate(steps, axis=2), full, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(state, x[:, :, -2:])
@@ -561,21 +344,11 @@ def test_causal_conv_with_state_decode_steps_match_prefill():
 
 
 # ---- ONNX converters -----------------------------------------------------------------------
-def _model(node, inputs, outputs, opset=17, inits=()):
-    g = helper.make_graph([node], "g", inputs, outputs, initializer=list(inits))
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
-
-
-def _vi(name, shape, dtype=TensorProto.FLOAT):
-    return helper.make_tensor_value_info(name, dtype, shape)
-
-
 def test_onnx_conv_auto_pad_is_resolved_for_static_shapes():
     w = f32(4, 3, 3, 3)
     node = helper.make_node("Conv", ["x", "w"], ["y"], auto_pad="SAME_UPPER", strides=[2, 2])
-    m = _model(node, [_vi("x", [1, 3, 8, 7])], [_vi("y", None)], opset=7,
-               inits=[onnx.numpy_helper.from_array(w, "w")])
-    from irgraph.frontends.onnx import import_model
+    m = onnx_model(node, [value_info("x", shape=[1, 3, 8, 7])], [value_info("y")], opset=7,
+                   inits=[onnx.numpy_helper.from_array(w, "w")])
     g = import_model(m)
     (n,) = g.nodes
     assert n.op == "conv" and n.attrs["auto_pad"] == "NOTSET" and n.attrs["pads"] == (0, 1, 1, 1)
@@ -584,40 +357,22 @@ def test_onnx_conv_auto_pad_is_resolved_for_static_shapes():
                                rtol=1e-5, atol=1e-5)
 
 
-def test_onnx_pool_auto_pad_kept_for_symbolic_shapes():
-    node = helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=[3, 3], strides=[2, 2],
-                            auto_pad="SAME_LOWER")
-    m = _model(node, [_vi("x", ["N", 2, "H", "W"])], [_vi("y", None), _vi("i", None, TensorProto.INT64)])
-    from irgraph.frontends.onnx import import_model
-    (n,) = import_model(m).nodes
-    assert n.attrs["auto_pad"] == "SAME_LOWER" and n.attrs["indices"]
-    x = f32(2, 2, 5, 6)
-    y, i = irgraph.compile(m)(x)
-    # H 5: total pad 2 -> (1, 1); W 6: total pad 1, the odd one at the start -> (1, 0)
-    want = naive_pool(x, (3, 3), lambda v, *_: v.max(-1), (2, 2), (1, 1, 1, 0), fill=-np.inf)
-    np.testing.assert_array_equal(y, want.astype(np.float32))
-    np.testing.assert_array_equal(x.reshape(-1)[i], y)
-
-
-def test_onnx_conv_transpose_output_shape_and_global_pools():
+def test_onnx_conv_transpose_output_shape():
     w = f32(2, 3, 3, 3)
     node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2], output_shape=[9, 10])
-    m = _model(node, [_vi("x", [1, 2, 4, 4])], [_vi("y", None)], inits=[onnx.numpy_helper.from_array(w, "w")])
+    m = onnx_model(node, [value_info("x", shape=[1, 2, 4, 4])], [value_info("y")],
+                   inits=[onnx.numpy_helper.from_array(w, "w")])
     x = f32(1, 2, 4, 4)
     full = naive_conv_transpose(x, w, strides=(2, 2))            # 9 x 9
     want = np.zeros((1, 3, 9, 10))
     want[..., :9] = full
     np.testing.assert_allclose(irgraph.compile(m)(x), want, rtol=1e-5, atol=1e-5)
-    for op, fn in (("GlobalAveragePool", np.mean), ("GlobalMaxPool", np.max)):
-        m = _model(helper.make_node(op, ["x"], ["y"]), [_vi("x", ["N", 2, 3, 3])], [_vi("y", None)])
-        np.testing.assert_allclose(irgraph.compile(m)(x[:, :, :3, :3]), fn(x[:, :, :3, :3], axis=(2, 3), keepdims=True),
-                                   rtol=1e-6)
 
 
 def test_onnx_conv_kernel_shape_must_match_weight():
     node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[5, 5])
-    m = _model(node, [_vi("x", [1, 3, 8, 8])], [_vi("y", None)],
-               inits=[onnx.numpy_helper.from_array(f32(4, 3, 3, 3), "w")])
+    m = onnx_model(node, [value_info("x", shape=[1, 3, 8, 8])], [value_info("y")],
+                   inits=[onnx.numpy_helper.from_array(f32(4, 3, 3, 3), "w")])
     with pytest.raises(irgraph.ModelImportError, match="kernel_shape"):
         irgraph.compile(m)
 
@@ -636,7 +391,7 @@ def test_conv_reference_is_fast_enough_for_cnns():
 
     sys.setprofile(count)
     try:
-        run("conv", x, w, attrs={"pads": (1, 1, 1, 1)})
+        run_on("conv", x, w, attrs={"pads": (1, 1, 1, 1)})
     finally:
         sys.setprofile(None)
     assert calls[0] < 2000, f"{calls[0]} Python calls for one conv"

@@ -12,51 +12,27 @@ import pytest
 from onnx import TensorProto, helper
 
 import irgraph
-from irgraph import Graph, ShapeError, TensorType, run_graph
+from irgraph import TensorType
 from irgraph import dtype as dt
 from irgraph.ops.elementwise import erf_np
 from irgraph.ops.registry import get_op
 from irgraph.ops.scalar import SCALAR_METHODS, NumpyScalar
 
+import oprun
+from oprun import onnx_model, raises, value_info
+
 F16, BF16, F32, F64 = np.float16, ml_dtypes.bfloat16, np.float32, np.float64
 
 
 # ---- helpers ---------------------------------------------------------------------------
-def _build(op, inputs, attrs=None, num_outputs=None):
-    g = Graph()
-    vals = []
-    for i, x in enumerate(inputs):
-        if x is None:
-            vals.append(None)
-        elif isinstance(x, TensorType):
-            vals.append(g.add_input(f"in{i}", x))
-        else:
-            vals.append(g.add_input(f"in{i}", TensorType.of(np.asarray(x))))
-    res = g.op(op, vals, attrs or {}, num_outputs=num_outputs)
-    outs = list(res) if isinstance(res, tuple) else [res]
-    g.set_outputs(outs)
-    return g, outs
-
-
 def run(op, *arrays, num_outputs=None, **attrs):
     """Run ``op`` on arrays fed as graph inputs; the interpreter checks dtype and shape against
     the op's inference, so every call here tests inference too."""
-    arrays = [np.asarray(a) for a in arrays]
-    g, outs = _build(op, arrays, attrs, num_outputs)
-    res = run_graph(g, arrays)
-    return res if len(res) > 1 else res[0]
+    return oprun.run(op, arrays, attrs, num_outputs=num_outputs)
 
 
 def infer(op, *types, **attrs):
-    _, outs = _build(op, list(types), attrs)
-    return outs[0].type
-
-
-def raises(op_name, fn, match=None):
-    with pytest.raises(ShapeError, match=match) as e:
-        fn()
-    assert e.value.op == op_name, f"error does not name the op: {e.value}"
-    return e.value
+    return oprun.types(op, types, attrs)[0]
 
 
 def f32(*v):
@@ -523,49 +499,43 @@ def test_scalar_formula_matches_reference(name, domains, dtypes, attrs):
 
 # ---- ONNX converters -----------------------------------------------------------------------
 def _onnx_run(nodes, inputs, outputs, feeds, opset, initializers=()):
-    g = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
-    m.ir_version = 7 if opset < 15 else 8
+    m = onnx_model(nodes, inputs, outputs, opset, initializers, ir_version=7 if opset < 15 else 8)
     return irgraph.compile(m).run(**feeds)
-
-
-def _vi(name, elem, shape):
-    return helper.make_tensor_value_info(name, elem, shape)
 
 
 def test_onnx_clip_attributes_and_inputs():
     x = f32(-5, 0.5, 5)
-    old = _onnx_run([helper.make_node("Clip", ["x"], ["y"], min=-1.0)], [_vi("x", TensorProto.FLOAT, [3])],
-                    [_vi("y", TensorProto.FLOAT, [3])], {"x": x}, opset=6)
+    old = _onnx_run([helper.make_node("Clip", ["x"], ["y"], min=-1.0)], [value_info("x", TensorProto.FLOAT, [3])],
+                    [value_info("y", TensorProto.FLOAT, [3])], {"x": x}, opset=6)
     np.testing.assert_array_equal(old[0], f32(-1, 0.5, 5))
     new = _onnx_run([helper.make_node("Clip", ["x", "", "hi"], ["y"])],
-                    [_vi("x", TensorProto.FLOAT, [3]), _vi("hi", TensorProto.FLOAT, [])],
-                    [_vi("y", TensorProto.FLOAT, [3])], {"x": x, "hi": np.float32(2)}, opset=13)
+                    [value_info("x", TensorProto.FLOAT, [3]), value_info("hi", TensorProto.FLOAT, [])],
+                    [value_info("y", TensorProto.FLOAT, [3])], {"x": x, "hi": np.float32(2)}, opset=13)
     np.testing.assert_array_equal(new[0], f32(-5, 0.5, 2))
 
 
 def test_onnx_variadic_ops_become_chains():
     a, b, c = f32(1, 5), f32(3, 2), f32(2, 8)
-    ins = [_vi(n, TensorProto.FLOAT, [2]) for n in "abc"]
+    ins = [value_info(n, TensorProto.FLOAT, [2]) for n in "abc"]
     feeds = {"a": a, "b": b, "c": c}
     for op_type, want in [("Max", f32(3, 8)), ("Min", f32(1, 2)), ("Sum", f32(6, 15)), ("Mean", f32(2, 5))]:
         got = _onnx_run([helper.make_node(op_type, ["a", "b", "c"], ["y"])], ins,
-                        [_vi("y", TensorProto.FLOAT, [2])], feeds, opset=13)
+                        [value_info("y", TensorProto.FLOAT, [2])], feeds, opset=13)
         np.testing.assert_array_equal(got[0], want, err_msg=op_type)
-    one = _onnx_run([helper.make_node("Mean", ["a"], ["y"])], ins[:1], [_vi("y", TensorProto.FLOAT, [2])],
+    one = _onnx_run([helper.make_node("Mean", ["a"], ["y"])], ins[:1], [value_info("y", TensorProto.FLOAT, [2])],
                     {"a": a}, opset=13)
     np.testing.assert_array_equal(one[0], a)
 
 
 def test_onnx_dropout_masks_by_opset():
     x = f32(1, 2, 3)
-    got = _onnx_run([helper.make_node("Dropout", ["x"], ["y", "m"], ratio=0.5)], [_vi("x", TensorProto.FLOAT, [3])],
-                    [_vi("y", TensorProto.FLOAT, [3]), _vi("m", TensorProto.FLOAT, [3])], {"x": x}, opset=7)
+    got = _onnx_run([helper.make_node("Dropout", ["x"], ["y", "m"], ratio=0.5)], [value_info("x", TensorProto.FLOAT, [3])],
+                    [value_info("y", TensorProto.FLOAT, [3]), value_info("m", TensorProto.FLOAT, [3])], {"x": x}, opset=7)
     np.testing.assert_array_equal(got[0], x)
     assert got[1].dtype == np.float32 and (got[1] == 1).all()  # opsets < 10: mask of the input's type
     got = _onnx_run([helper.make_node("Dropout", ["x", "r", "t"], ["y", "m"])],
-                    [_vi("x", TensorProto.FLOAT, [3]), _vi("r", TensorProto.FLOAT, []), _vi("t", TensorProto.BOOL, [])],
-                    [_vi("y", TensorProto.FLOAT, [3]), _vi("m", TensorProto.BOOL, [3])],
+                    [value_info("x", TensorProto.FLOAT, [3]), value_info("r", TensorProto.FLOAT, []), value_info("t", TensorProto.BOOL, [])],
+                    [value_info("y", TensorProto.FLOAT, [3]), value_info("m", TensorProto.BOOL, [3])],
                     {"x": x, "r": np.float32(0.5), "t": np.bool_(False)}, opset=13)
     np.testing.assert_array_equal(got[0], x)
     assert got[1].dtype == np.bool_ and got[1].all()
@@ -573,12 +543,12 @@ def test_onnx_dropout_masks_by_opset():
 
 def test_onnx_cast_forms_and_castlike():
     x = f32(1.9, -1.9)
-    got = _onnx_run([helper.make_node("Cast", ["x"], ["y"], to="INT32")], [_vi("x", TensorProto.FLOAT, [2])],
-                    [_vi("y", TensorProto.INT32, [2])], {"x": x}, opset=5)
+    got = _onnx_run([helper.make_node("Cast", ["x"], ["y"], to="INT32")], [value_info("x", TensorProto.FLOAT, [2])],
+                    [value_info("y", TensorProto.INT32, [2])], {"x": x}, opset=5)
     np.testing.assert_array_equal(got[0], np.array([1, -1], np.int32))
     got = _onnx_run([helper.make_node("CastLike", ["x", "like"], ["y"])],
-                    [_vi("x", TensorProto.FLOAT, [2]), _vi("like", TensorProto.INT8, [1])],
-                    [_vi("y", TensorProto.INT8, [2])], {"x": x, "like": np.zeros(1, np.int8)}, opset=15)
+                    [value_info("x", TensorProto.FLOAT, [2]), value_info("like", TensorProto.INT8, [1])],
+                    [value_info("y", TensorProto.INT8, [2])], {"x": x, "like": np.zeros(1, np.int8)}, opset=15)
     np.testing.assert_array_equal(got[0], np.array([1, -1], np.int8))
 
 
@@ -586,16 +556,16 @@ def test_onnx_legacy_broadcast_with_axis():
     a = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
     b = f32(10, 20, 30)
     got = _onnx_run([helper.make_node("Add", ["a", "b"], ["y"], broadcast=1, axis=1)],
-                    [_vi("a", TensorProto.FLOAT, [2, 3, 4]), _vi("b", TensorProto.FLOAT, [3])],
-                    [_vi("y", TensorProto.FLOAT, [2, 3, 4])], {"a": a, "b": b}, opset=6)
+                    [value_info("a", TensorProto.FLOAT, [2, 3, 4]), value_info("b", TensorProto.FLOAT, [3])],
+                    [value_info("y", TensorProto.FLOAT, [2, 3, 4])], {"a": a, "b": b}, opset=6)
     np.testing.assert_array_equal(got[0], a + b[:, None])
 
 
 def test_onnx_bitshift_and_mod():
     x = np.array([16, 1], np.uint8)
     y = np.array([2, 3], np.uint8)
-    ins = [_vi("x", TensorProto.UINT8, [2]), _vi("s", TensorProto.UINT8, [2])]
-    outs = [_vi("y", TensorProto.UINT8, [2])]
+    ins = [value_info("x", TensorProto.UINT8, [2]), value_info("s", TensorProto.UINT8, [2])]
+    outs = [value_info("y", TensorProto.UINT8, [2])]
     got = _onnx_run([helper.make_node("BitShift", ["x", "s"], ["y"], direction="RIGHT")], ins, outs,
                     {"x": x, "s": y}, opset=11)
     np.testing.assert_array_equal(got[0], [4, 0])
@@ -603,16 +573,16 @@ def test_onnx_bitshift_and_mod():
         _onnx_run([helper.make_node("BitShift", ["x", "s"], ["y"], direction="UP")], ins, outs,
                   {"x": x, "s": y}, opset=11)
     got = _onnx_run([helper.make_node("Mod", ["a", "b"], ["y"], fmod=1)],
-                    [_vi("a", TensorProto.INT32, [2]), _vi("b", TensorProto.INT32, [2])],
-                    [_vi("y", TensorProto.INT32, [2])],
+                    [value_info("a", TensorProto.INT32, [2]), value_info("b", TensorProto.INT32, [2])],
+                    [value_info("y", TensorProto.INT32, [2])],
                     {"a": np.array([-7, 7], np.int32), "b": np.array([3, -3], np.int32)}, opset=13)
     np.testing.assert_array_equal(got[0], [-1, 1])
 
 
 def test_onnx_activation_defaults_are_onnx_float32_values():
     x = f32(-2.0)
-    got = _onnx_run([helper.make_node("Selu", ["x"], ["y"])], [_vi("x", TensorProto.FLOAT, [1])],
-                    [_vi("y", TensorProto.FLOAT, [1])], {"x": x}, opset=13)
+    got = _onnx_run([helper.make_node("Selu", ["x"], ["y"])], [value_info("x", TensorProto.FLOAT, [1])],
+                    [value_info("y", TensorProto.FLOAT, [1])], {"x": x}, opset=13)
     alpha, gamma = np.float32(1.67326319217681884765625), np.float32(1.05070102214813232421875)
     assert got[0][0] == pytest.approx(float(gamma) * float(alpha) * math.expm1(-2.0), rel=1e-6)
     assert onnx.defs.get_schema("Selu").attributes["alpha"].default_value.f == float(alpha)

@@ -9,48 +9,16 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from irgraph import Graph, TensorType, run_graph
+from irgraph import TensorType
 from irgraph import dtype as dt
-from irgraph.dtype import DType
 from irgraph.errors import ShapeError
 from irgraph.frontends.onnx import backend
 from irgraph.types import is_static_dim
 
+from oprun import infer, onnx_model, run, value_info
+
 rng = np.random.default_rng(0)
 F32, I64 = dt.float32, dt.int64
-
-
-def build(op, inputs, attrs=None, const=()):
-    """A one-node graph; ``inputs`` are arrays (graph inputs, or constants at positions in
-    ``const``), TensorTypes (graph inputs) or None (absent optional inputs)."""
-    g = Graph()
-    vals = []
-    for i, a in enumerate(inputs):
-        if a is None:
-            vals.append(None)
-        elif isinstance(a, TensorType):
-            vals.append(g.add_input(f"x{i}", a))
-        elif i in const:
-            vals.append(g.add_const(a, f"c{i}"))
-        else:
-            a = np.asarray(a)
-            vals.append(g.add_input(f"x{i}", TensorType(a.shape, DType.from_numpy(a.dtype))))
-    res = g.op(op, vals, attrs)
-    outs = list(res) if isinstance(res, tuple) else [res]
-    g.set_outputs(outs)
-    return g, outs
-
-
-def run(op, inputs, attrs=None, const=()):
-    """Run through the interpreter, which checks the result against the inferred type."""
-    g, _ = build(op, inputs, attrs, const)
-    feeds = [np.asarray(a) for i, a in enumerate(inputs) if a is not None and i not in const]
-    outs = run_graph(g, feeds)
-    return outs if len(outs) > 1 else outs[0]
-
-
-def type_of(op, inputs, attrs=None, const=()):
-    return build(op, inputs, attrs, const)[1][0].type
 
 
 def resize(x, scales=None, sizes=None, roi=None, const=True, **attrs):
@@ -163,17 +131,17 @@ def test_resize_keep_aspect_ratio_policy():
 
 def test_resize_inference():
     x = TensorType(("n", 3, 10, 20), F32)
-    t = type_of("resize", [x, None, np.array([1, 1, 0.5, 1.5], np.float32)], const=(2,))
+    t = infer("resize", [x, None, np.array([1, 1, 0.5, 1.5], np.float32)], const=(2,))
     assert t.shape == ("n", 3, 5, 30)
     # scales known only at run time: any dim may change
-    t = type_of("resize", [x, None, np.array([1, 1, 0.5, 1.5], np.float32)])
+    t = infer("resize", [x, None, np.array([1, 1, 0.5, 1.5], np.float32)])
     assert len(t.shape) == 4 and all(not is_static_dim(d) and d != "n" for d in t.shape)
-    t = type_of("resize", [x, None, np.array([0.5, 1.5], np.float32)], {"axes": [2, 3]})
+    t = infer("resize", [x, None, np.array([0.5, 1.5], np.float32)], {"axes": [2, 3]})
     assert t.shape[:2] == ("n", 3) and all(not is_static_dim(d) for d in t.shape[2:])
-    t = type_of("resize", [x, None, None, np.array([7, 8], np.int64)], {"axes": [-2, -1]}, const=(3,))
+    t = infer("resize", [x, None, None, np.array([7, 8], np.int64)], {"axes": [-2, -1]}, const=(3,))
     assert t.shape == ("n", 3, 7, 8)
     # an empty scales tensor (ONNX's way to leave it out) counts as absent
-    t = type_of("resize", [x, None, np.zeros(0, np.float32), np.array([1, 3, 4, 4], np.int64)], const=(2, 3))
+    t = infer("resize", [x, None, np.zeros(0, np.float32), np.array([1, 3, 4, 4], np.int64)], const=(2, 3))
     assert t.shape == (1, 3, 4, 4)
 
 
@@ -188,7 +156,7 @@ def test_resize_inference():
 def test_resize_errors(inputs, attrs, match):
     x = TensorType((1, 1, 4, 4), F32)
     with pytest.raises(ShapeError, match=match) as e:
-        type_of("resize", [x, None] + inputs, attrs, const=(2, 3))
+        infer("resize", [x, None] + inputs, attrs, const=(2, 3))
     assert "resize" in str(e.value)
 
 
@@ -243,25 +211,25 @@ def test_grid_sample_points_by_hand():
 
 def test_grid_sample_inference_and_errors():
     x = TensorType(("n", 3, 8, 8), F32)
-    t = type_of("grid_sample", [x, TensorType(("n", 5, 6, 2), F32)])
+    t = infer("grid_sample", [x, TensorType(("n", 5, 6, 2), F32)])
     assert t.shape == ("n", 3, 5, 6)
     with pytest.raises(ShapeError, match="grid_sample") as e:
-        type_of("grid_sample", [x, TensorType(("n", 5, 6, 3), F32)])
+        infer("grid_sample", [x, TensorType(("n", 5, 6, 3), F32)])
     assert "last dim" in str(e.value)
     with pytest.raises(ShapeError, match="padding_mode"):
-        type_of("grid_sample", [x, TensorType(("n", 5, 6, 2), F32)], {"padding_mode": "wrap"})
+        infer("grid_sample", [x, TensorType(("n", 5, 6, 2), F32)], {"padding_mode": "wrap"})
 
 
 def test_affine_grid_inference_and_errors():
     th = TensorType((4, 2, 3), F32)
-    t = type_of("affine_grid", [th, np.array([4, 3, 5, 6], np.int64)], const=(1,))
+    t = infer("affine_grid", [th, np.array([4, 3, 5, 6], np.int64)], const=(1,))
     assert t.shape == (4, 5, 6, 2)
-    t = type_of("affine_grid", [th, TensorType((4,), I64)])
+    t = infer("affine_grid", [th, TensorType((4,), I64)])
     assert t.shape[0] == 4 and t.shape[-1] == 2 and len(t.shape) == 4
     with pytest.raises(ShapeError, match="affine_grid"):
-        type_of("affine_grid", [TensorType((4, 2, 4), F32), TensorType((4,), I64)])
+        infer("affine_grid", [TensorType((4, 2, 4), F32), TensorType((4,), I64)])
     with pytest.raises(ShapeError, match="spatial rank"):
-        type_of("affine_grid", [th, TensorType((5,), I64)])
+        infer("affine_grid", [th, TensorType((5,), I64)])
 
 
 # ---- roi_align -------------------------------------------------------------------------------
@@ -300,7 +268,7 @@ def test_roi_align_picks_the_batch_and_infers():
     np.testing.assert_allclose(y[0], 5.0)
     np.testing.assert_allclose(y[1], 1.0)
     with pytest.raises(ShapeError, match="roi_align"):
-        type_of("roi_align", [TensorType((1, 2, 6, 6), F32), TensorType((3, 5), F32), TensorType((3,), I64)])
+        infer("roi_align", [TensorType((1, 2, 6, 6), F32), TensorType((3, 5), F32), TensorType((3,), I64)])
 
 
 # ---- non_max_suppression --------------------------------------------------------------------
@@ -336,19 +304,16 @@ def test_nms_center_format_and_batches():
 
 
 def test_nms_inference_and_errors():
-    t = type_of("non_max_suppression", [TensorType((1, 6, 4), F32), TensorType((1, 2, 6), F32)])
+    t = infer("non_max_suppression", [TensorType((1, 6, 4), F32), TensorType((1, 2, 6), F32)])
     assert t.dtype is I64 and t.shape[1] == 3 and not is_static_dim(t.shape[0])
     with pytest.raises(ShapeError, match="non_max_suppression"):
-        type_of("non_max_suppression", [TensorType((1, 6, 4), F32), TensorType((1, 2, 5), F32)])
+        infer("non_max_suppression", [TensorType((1, 6, 4), F32), TensorType((1, 2, 5), F32)])
 
 
 # ---- ONNX import ------------------------------------------------------------------------------
 def _onnx_run(node, inputs, opset, out_type=TensorProto.FLOAT):
-    ins = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-           for n, a in zip(node.input, inputs)]
-    outs = [helper.make_tensor_value_info(node.output[0], out_type, None)]
-    model = helper.make_model(helper.make_graph([node], "g", ins, outs),
-                              opset_imports=[helper.make_opsetid("", opset)])
+    ins = [value_info(n, a.dtype, a.shape) for n, a in zip(node.input, inputs)]
+    model = onnx_model(node, ins, [value_info(node.output[0], out_type)], opset)
     return backend.prepare(model).run(inputs)[0]
 
 
@@ -376,92 +341,3 @@ def test_onnx_grid_sample_16_names_and_roi_align_10():
                     coordinate_transformation_mode="output_half_pixel"))
     np.testing.assert_allclose(got, want)
     assert onnx.defs.onnx_opset_version() >= 20
-
-
-# ---- image_decoder ---------------------------------------------------------------------------
-IMG = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
-
-
-def _png(img: np.ndarray, filters) -> bytes:
-    """A PNG written with the given filter type per row (an encoder independent of the decoder)."""
-    import struct
-    import zlib
-
-    def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    h, w, c = img.shape
-    rows = img.reshape(h, w * c).astype(np.int32)
-    raw = b""
-    for y in range(h):
-        cur, prev = rows[y], rows[y - 1] if y else np.zeros(w * c, np.int32)
-        left = np.concatenate([np.zeros(c, np.int32), cur[:-c]])
-        corner = np.concatenate([np.zeros(c, np.int32), prev[:-c]])
-        f = filters[y % len(filters)]
-        if f == 0:
-            pred = np.zeros_like(cur)
-        elif f == 1:
-            pred = left
-        elif f == 2:
-            pred = prev
-        elif f == 3:
-            pred = (left + prev) // 2
-        else:
-            p = left + prev - corner
-            pa, pb, pc = abs(p - left), abs(p - prev), abs(p - corner)
-            pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, prev, corner))
-        raw += bytes([f]) + ((cur - pred) % 256).astype(np.uint8).tobytes()
-    head = struct.pack(">IIBBBBB", w, h, 8, {1: 0, 3: 2, 4: 6}[c], 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
-
-
-def _bmp(img: np.ndarray) -> bytes:
-    import struct
-    h, w, _ = img.shape
-    stride = (w * 3 + 3) // 4 * 4
-    rows = b"".join(img[y, :, ::-1].tobytes().ljust(stride, b"\0") for y in range(h - 1, -1, -1))
-    info = struct.pack("<IiiHHIIiiII", 40, w, h, 1, 24, 0, len(rows), 0, 0, 0, 0)
-    return b"BM" + struct.pack("<IHHI", 54 + len(rows), 0, 0, 54) + info + rows
-
-
-def _tiff(img: np.ndarray) -> bytes:
-    import struct
-    h, w, c = img.shape
-    tags = [(256, 4, w), (257, 4, h), (259, 3, 1), (262, 3, 2), (273, 4, 8 + 2 + 12 * 7 + 4),
-            (277, 3, c), (279, 4, img.size)]
-    ifd = struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", t, k, 1, v) for t, k, v in tags)
-    return b"II*\0" + struct.pack("<I", 8) + ifd + b"\0\0\0\0" + img.tobytes()
-
-
-def decode(data: bytes, fmt="RGB"):
-    return run("image_decoder", [np.frombuffer(data, np.uint8)], {"pixel_format": fmt})
-
-
-@pytest.mark.parametrize("filters", [[0], [1], [2], [3], [4], [4, 3, 2, 1, 0]])
-def test_image_decoder_png_filters(filters):
-    np.testing.assert_array_equal(decode(_png(IMG, filters)), IMG)
-    rgba = np.concatenate([IMG, np.full(IMG.shape[:2] + (1,), 9, np.uint8)], axis=2)
-    np.testing.assert_array_equal(decode(_png(rgba, filters)), IMG)  # alpha is dropped
-
-
-def test_image_decoder_formats_and_pixel_formats():
-    ppm = b"P6\n# a comment\n7 5\n255\n" + IMG.tobytes()
-    for data in (_bmp(IMG), ppm, _tiff(IMG)):
-        np.testing.assert_array_equal(decode(data), IMG)
-    np.testing.assert_array_equal(decode(ppm, "BGR"), IMG[..., ::-1])
-    gray = decode(ppm, "Grayscale")
-    want = np.round(IMG @ np.array([0.299, 0.587, 0.114]))
-    assert gray.shape == (5, 7, 1) and np.abs(gray[..., 0] - want).max() <= 1
-    # a gray image asked for as RGB repeats its one channel
-    g = IMG[..., :1]
-    np.testing.assert_array_equal(decode(b"P5 7 5 255\n" + g.tobytes()), np.repeat(g, 3, axis=2))
-
-
-def test_image_decoder_unsupported_and_corrupt():
-    from irgraph.errors import ExecutionError
-    with pytest.raises(ExecutionError, match="JPEG"):
-        decode(b"\xff\xd8\xff\xe0" + bytes(20))
-    assert decode(b"\x89PNG\r\n\x1a\n" + bytes(10)).shape == (0, 0, 3)  # corrupt: an empty image
-    t = type_of("image_decoder", [TensorType((100,), dt.uint8)], {"pixel_format": "Grayscale"})
-    assert t.shape[2] == 1 and t.dtype is dt.uint8
-    with pytest.raises(ShapeError, match="image_decoder"):
-        type_of("image_decoder", [TensorType((100,), dt.uint8)], {"pixel_format": "CMYK"})

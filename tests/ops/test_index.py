@@ -1,6 +1,7 @@
-"""Index ops: gather/scatter (elements, nd), tensor_scatter, one_hot, nonzero, compress, unique,
-top_k. References are checked against hand-computed values (mostly the ONNX spec's examples)
-and against plain-loop formulations; inference against the shapes the references produce."""
+"""Index ops: gather (elements, nd), one_hot, nonzero, compress, unique, top_k (the scatters are
+in test_scatter.py). References are checked against hand-computed values (mostly the ONNX spec's
+examples) and against plain-loop formulations; inference against the shapes the references
+produce."""
 from __future__ import annotations
 
 import itertools
@@ -8,49 +9,14 @@ import itertools
 import numpy as np
 import pytest
 
-from irgraph import Graph, TensorType, run_graph
+from irgraph import TensorType
 from irgraph import dtype as dt
-from irgraph.dtype import DType
 from irgraph.errors import ExecutionError, ShapeError
 from irgraph.types import is_static_dim
 
+from oprun import build, infer, run
+
 rng = np.random.default_rng(0)
-
-
-def build(op, inputs, attrs=None, num_outputs=None, const=()):
-    """A one-node graph; ``inputs`` are arrays (graph inputs, or constants at positions in
-    ``const``) or TensorTypes. Returns (graph, outputs as a list)."""
-    g = Graph()
-    vals = []
-    for i, a in enumerate(inputs):
-        if a is None:
-            vals.append(None)
-        elif isinstance(a, TensorType):
-            vals.append(g.add_input(f"x{i}", a))
-        elif i in const:
-            vals.append(g.add_const(a, f"c{i}"))
-        else:
-            a = np.asarray(a)
-            vals.append(g.add_input(f"x{i}", TensorType(a.shape, DType.from_numpy(a.dtype))))
-    res = g.op(op, vals, attrs, num_outputs=num_outputs)
-    outs = list(res) if isinstance(res, tuple) else [res]
-    g.set_outputs(outs)
-    return g, outs
-
-
-def run(op, inputs, attrs=None, num_outputs=None, const=()):
-    """Run ``op`` through the interpreter, which checks outputs against the inferred types."""
-    g, _ = build(op, inputs, attrs, num_outputs, const)
-    feeds = [np.asarray(a) for i, a in enumerate(inputs) if a is not None and i not in const]
-    outs = run_graph(g, feeds)
-    return outs if len(outs) > 1 else outs[0]
-
-
-def shape_of(op, inputs, attrs=None, num_outputs=None, const=()):
-    _, outs = build(op, inputs, attrs, num_outputs, const)
-    return [v.type for v in outs] if len(outs) > 1 else outs[0].type
-
-
 F32 = dt.float32
 I64 = dt.int64
 
@@ -85,9 +51,9 @@ def test_gather_matches_loop_formulation():
 
 
 def test_gather_infer_symbolic():
-    t = shape_of("gather", [TensorType(("b", 7, "c"), F32), TensorType(("n", 2), I64)], {"axis": 1})
+    t = infer("gather", [TensorType(("b", 7, "c"), F32), TensorType(("n", 2), I64)], {"axis": 1})
     assert t == TensorType(("b", "n", 2, "c"), F32)
-    assert shape_of("gather", [TensorType(None, F32), TensorType((2,), I64)]).shape is None
+    assert infer("gather", [TensorType(None, F32), TensorType((2,), I64)]).shape is None
 
 
 def test_gather_out_of_range_is_an_error():
@@ -167,7 +133,7 @@ def test_gather_nd_batch_loop_and_negative():
 
 
 def test_gather_nd_infer_and_errors():
-    t = shape_of("gather_nd", [TensorType(("b", 4, 5, 6), F32), TensorType(("b", "m", 2), I64)],
+    t = infer("gather_nd", [TensorType(("b", 4, 5, 6), F32), TensorType(("b", "m", 2), I64)],
                  {"batch_dims": 1})
     assert t == TensorType(("b", "m", 6), F32)
     with pytest.raises(ShapeError, match="longer than the data rank"):
@@ -178,115 +144,6 @@ def test_gather_nd_infer_and_errors():
         build("gather_nd", [TensorType((4, 5), F32), TensorType((3, 1), I64)], {"batch_dims": 1})
     with pytest.raises(ExecutionError, match="index 5 out of range for axis 1"):
         run("gather_nd", [np.zeros((4, 5), np.float32), np.array([[0, 5]], np.int64)])
-
-
-# ---- scatter_elements --------------------------------------------------------------------------
-def test_scatter_elements_spec_examples():
-    got = run("scatter_elements", [np.zeros((3, 3), np.float32), np.array([[1, 0, 2], [0, 2, 1]], np.int64),
-                                   np.array([[1.0, 1.1, 1.2], [2.0, 2.1, 2.2]], np.float32)])
-    np.testing.assert_array_equal(got, np.array([[2.0, 1.1, 0.0], [1.0, 0.0, 2.2], [0.0, 2.1, 1.2]], np.float32))
-    got = run("scatter_elements", [np.array([[1.0, 2.0, 3.0, 4.0, 5.0]], np.float32), np.array([[1, -2]], np.int32),
-                                   np.array([[1.1, 2.1]], np.float32)], {"axis": 1})
-    np.testing.assert_array_equal(got, np.array([[1.0, 1.1, 3.0, 2.1, 5.0]], np.float32))
-
-
-@pytest.mark.parametrize("reduction,f", [("add", lambda a, b: a + b), ("mul", lambda a, b: a * b),
-                                         ("max", max), ("min", min)])
-def test_scatter_elements_reductions_with_duplicates(reduction, f):
-    data = rng.integers(-5, 5, (3, 4)).astype(np.int64)
-    ind = rng.integers(-3, 3, (5, 4))
-    upd = rng.integers(-5, 5, (5, 4)).astype(np.int64)
-    want = data.copy()
-    for i, j in np.ndindex(*ind.shape):
-        want[ind[i, j] % 3, j] = f(want[ind[i, j] % 3, j], upd[i, j])
-    got = run("scatter_elements", [data, ind, upd], {"axis": 0, "reduction": reduction})
-    np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(data, data.copy())  # input left untouched
-
-
-def test_scatter_elements_errors():
-    with pytest.raises(ShapeError, match="same shape"):
-        build("scatter_elements", [TensorType((3, 3), F32), TensorType((2, 3), I64), TensorType((2, 2), F32)])
-    with pytest.raises(ShapeError, match="dtype"):
-        build("scatter_elements", [TensorType((3, 3), F32), TensorType((2, 3), I64), TensorType((2, 3), I64)])
-    with pytest.raises(ShapeError, match="unknown reduction 'sum'"):
-        build("scatter_elements", [TensorType((3,), F32), TensorType((2,), I64), TensorType((2,), F32)],
-              {"reduction": "sum"})
-    with pytest.raises(ExecutionError, match="index 3 out of range"):
-        run("scatter_elements", [np.zeros(3, np.float32), np.array([3]), np.ones(1, np.float32)])
-
-
-# ---- scatter_nd --------------------------------------------------------------------------------
-def test_scatter_nd_spec_examples():
-    got = run("scatter_nd", [np.arange(1, 9, dtype=np.float32), np.array([[4], [3], [1], [7]], np.int64),
-                             np.array([9, 10, 11, 12], np.float32)])
-    np.testing.assert_array_equal(got, [1, 11, 3, 10, 9, 6, 7, 12])
-    data = np.arange(64, dtype=np.int32).reshape(4, 4, 4)
-    upd = np.stack([np.full((4, 4), 5, np.int32), np.full((4, 4), 8, np.int32)])
-    got = run("scatter_nd", [data, np.array([[0], [-2]], np.int64), upd])
-    want = data.copy()
-    want[0], want[2] = 5, 8
-    np.testing.assert_array_equal(got, want)
-
-
-@pytest.mark.parametrize("reduction,f", [("add", np.add), ("mul", np.multiply), ("max", np.maximum),
-                                         ("min", np.minimum), ("none", lambda a, b: b)])
-def test_scatter_nd_reductions_loop(reduction, f):
-    data = rng.standard_normal((3, 4, 2)).astype(np.float32)
-    ind = np.stack([rng.integers(-3, 3, 6), rng.integers(-4, 4, 6)], -1)
-    if reduction == "none":
-        ind = np.array([[0, 1], [2, -1], [1, 0]])  # distinct targets: the result is defined
-    upd = rng.standard_normal((ind.shape[0], 2)).astype(np.float32)
-    want = data.copy()
-    for m in range(ind.shape[0]):
-        i, j = ind[m, 0] % 3, ind[m, 1] % 4
-        want[i, j] = f(want[i, j], upd[m])
-    got = run("scatter_nd", [data, ind, upd], {"reduction": reduction})
-    np.testing.assert_allclose(got, want, rtol=1e-6)
-
-
-def test_scatter_nd_errors():
-    with pytest.raises(ShapeError, match=r"indices.shape\[:-1\] \+ data.shape\[k:\]"):
-        build("scatter_nd", [TensorType((4, 4), F32), TensorType((2, 1), I64), TensorType((2, 3), F32)])
-    with pytest.raises(ExecutionError, match="index -5 out of range"):
-        run("scatter_nd", [np.zeros((4, 4), np.float32), np.array([[-5]]), np.ones((1, 4), np.float32)])
-
-
-# ---- tensor_scatter ----------------------------------------------------------------------------
-def _tensor_scatter_loop(past, upd, w, axis, mode):
-    res = past.copy()
-    for prefix in np.ndindex(*past.shape[:axis]):
-        for s in range(upd.shape[axis]):
-            c = w[prefix[0]] + s
-            if mode == "circular":
-                c %= past.shape[axis]
-            res[prefix + (c,)] = upd[prefix + (s,)]
-    return res
-
-
-@pytest.mark.parametrize("mode", ["linear", "circular"])
-def test_tensor_scatter_matches_pseudocode(mode):
-    past = rng.standard_normal((3, 2, 6, 4)).astype(np.float32)
-    upd = rng.standard_normal((3, 2, 3, 4)).astype(np.float32)
-    w = np.array([0, 3, 5 if mode == "circular" else 2])
-    got = run("tensor_scatter", [past, upd, w], {"axis": -2, "mode": mode})
-    np.testing.assert_array_equal(got, _tensor_scatter_loop(past, upd, w, 2, mode))
-    # without write_indices every batch entry writes at 0
-    got = run("tensor_scatter", [past, upd], {"axis": 2, "mode": mode})
-    np.testing.assert_array_equal(got, _tensor_scatter_loop(past, upd, np.zeros(3, int), 2, mode))
-
-
-def test_tensor_scatter_errors():
-    with pytest.raises(ExecutionError, match="runs past the cache"):
-        run("tensor_scatter", [np.zeros((2, 4), np.float32), np.ones((2, 2), np.float32), np.array([0, 3])],
-            {"axis": 1})
-    with pytest.raises(ShapeError, match="exceeds the cache"):
-        build("tensor_scatter", [TensorType((2, 4), F32), TensorType((2, 5), F32)], {"axis": 1})
-    with pytest.raises(ShapeError, match="batch axis"):
-        build("tensor_scatter", [TensorType((2, 4), F32), TensorType((2, 4), F32)], {"axis": 0})
-    with pytest.raises(ShapeError, match="one index per batch entry"):
-        build("tensor_scatter", [TensorType((2, 4), F32), TensorType((2, 1), F32), TensorType((3,), I64)],
-              {"axis": 1})
 
 
 # ---- one_hot -----------------------------------------------------------------------------------
@@ -305,10 +162,10 @@ def test_one_hot_values_axes_and_out_of_range():
 
 
 def test_one_hot_infer():
-    t = shape_of("one_hot", [TensorType(("n", 2), I64), TensorType((), I64), TensorType((2,), dt.int8)],
+    t = infer("one_hot", [TensorType(("n", 2), I64), TensorType((), I64), TensorType((2,), dt.int8)],
                  {"axis": 1})
     assert t.dtype is dt.int8 and t.shape[0] == "n" and t.shape[2] == 2 and not is_static_dim(t.shape[1])
-    t = shape_of("one_hot", [np.zeros((4,), np.int64), np.array(6, np.int64), np.zeros(2, np.float32)], const=(1,))
+    t = infer("one_hot", [np.zeros((4,), np.int64), np.array(6, np.int64), np.zeros(2, np.float32)], const=(1,))
     assert t == TensorType((4, 6), F32)
     with pytest.raises(ShapeError, match="depth must be positive"):
         build("one_hot", [np.zeros((4,), np.int64), np.array(0, np.int64), np.zeros(2, np.float32)], const=(1,))
@@ -329,9 +186,9 @@ def test_nonzero_matches_argwhere():
 
 
 def test_nonzero_infer():
-    t = shape_of("nonzero", [TensorType(("a", 3), F32)])
+    t = infer("nonzero", [TensorType(("a", 3), F32)])
     assert t.dtype is I64 and t.shape[0] == 2 and not is_static_dim(t.shape[1])
-    assert shape_of("nonzero", [TensorType((0, 3), F32)]).shape == (2, 0)
+    assert infer("nonzero", [TensorType((0, 3), F32)]).shape == (2, 0)
 
 
 # ---- compress ----------------------------------------------------------------------------------
@@ -344,9 +201,9 @@ def test_compress_matches_boolean_indexing():
 
 
 def test_compress_infer_and_errors():
-    t = shape_of("compress", [TensorType(("a", 4), F32), TensorType((4,), dt.bool_)], {"axis": 1})
+    t = infer("compress", [TensorType(("a", 4), F32), TensorType((4,), dt.bool_)], {"axis": 1})
     assert t.shape[0] == "a" and not is_static_dim(t.shape[1])
-    t = shape_of("compress", [np.zeros((2, 4), np.float32), np.array([1, 0, 1], bool)], {"axis": 1}, const=(1,))
+    t = infer("compress", [np.zeros((2, 4), np.float32), np.array([1, 0, 1], bool)], {"axis": 1}, const=(1,))
     assert t == TensorType((2, 2), F32)
     with pytest.raises(ShapeError, match="condition must be bool"):
         build("compress", [TensorType((4,), F32), TensorType((4,), I64)])
@@ -386,10 +243,10 @@ def test_unique_roundtrip_properties():
 
 
 def test_unique_infer_shares_the_count_symbol():
-    y, idx, inv, cnt = shape_of("unique", [TensorType((3, 4), F32)], num_outputs=4)
+    y, idx, inv, cnt = infer("unique", [TensorType((3, 4), F32)], num_outputs=4)
     u = y.shape[0]
     assert not is_static_dim(u) and idx.shape == (u,) and cnt.shape == (u,) and inv.shape == (12,)
-    y, idx, inv, cnt = shape_of("unique", [TensorType((3, 4), F32)], {"axis": -1}, num_outputs=4)
+    y, idx, inv, cnt = infer("unique", [TensorType((3, 4), F32)], {"axis": -1}, num_outputs=4)
     assert y.shape[0] == 3 and y.shape[1] == idx.shape[0] and inv.shape == (4,)
     with pytest.raises(ShapeError, match="axis 2 out of range"):
         build("unique", [TensorType((3, 4), F32)], {"axis": 2}, num_outputs=4)
@@ -419,9 +276,9 @@ def test_top_k_matches_python_sort(dtype, largest):
 
 
 def test_top_k_infer_and_errors():
-    v, i = shape_of("top_k", [TensorType(("n", 8), F32), TensorType((1,), I64)], num_outputs=2)
+    v, i = infer("top_k", [TensorType(("n", 8), F32), TensorType((1,), I64)], num_outputs=2)
     assert v.shape[0] == "n" and not is_static_dim(v.shape[1]) and i.shape == v.shape and i.dtype is I64
-    v, i = shape_of("top_k", [TensorType(("n", 8), F32), np.array([3], np.int64)], {"axis": 1},
+    v, i = infer("top_k", [TensorType(("n", 8), F32), np.array([3], np.int64)], {"axis": 1},
                     num_outputs=2, const=(1,))
     assert v == TensorType(("n", 3), F32)
     with pytest.raises(ShapeError, match="k = 9 out of range"):

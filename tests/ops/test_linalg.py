@@ -8,34 +8,17 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from irgraph import Graph, ShapeError, TensorType, run_graph
+from irgraph import ShapeError, TensorType
+
+import oprun
+from oprun import run
 
 RNG = np.random.default_rng(1)
 
 
-def _graph(op, inputs, attrs=None):
-    g = Graph()
-    vals, feeds = [], []
-    for i, x in enumerate(inputs):
-        if isinstance(x, TensorType):
-            vals.append(g.add_input(f"in{i}", x))
-        else:
-            x = np.asarray(x)
-            vals.append(g.add_input(f"in{i}", TensorType.of(x)))
-            feeds.append(x)
-    v = g.op(op, vals, attrs or {})
-    g.set_outputs([v])
-    return g, v, feeds
-
-
-def run(op, inputs, attrs=None):
-    g, _, feeds = _graph(op, inputs, attrs)
-    return run_graph(g, feeds)[0]  # the interpreter checks the result against inference
-
-
 def infer(op, inputs, attrs=None):
-    types = [x if isinstance(x, TensorType) else TensorType(x[0], x[1]) for x in inputs]
-    return _graph(op, types, attrs)[1].type
+    """The inferred type for inputs given as (shape, dtype) pairs."""
+    return oprun.infer(op, [TensorType(shape, dtype) for shape, dtype in inputs], attrs)
 
 
 # ---- matmul --------------------------------------------------------------------------------

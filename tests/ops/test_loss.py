@@ -5,39 +5,25 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper
+from onnx import helper
 
-from irgraph import Graph, ShapeError, TensorType, run_graph
+from irgraph import TensorType
 from irgraph.errors import IrgraphError
-from irgraph.frontends.onnx import import_model
+
+import oprun
+from oprun import onnx_run, raises
 
 RNG = np.random.default_rng(0)
 
 
 def run(x, target, weight=None, **attrs):
-    g = Graph()
-    vals = [g.add_input("x", TensorType.of(x)), g.add_input("t", TensorType.of(target))]
-    feeds = [x, target]
-    if weight is not None:
-        vals.append(g.add_input("w", TensorType.of(weight)))
-        feeds.append(weight)
-    y = g.op("nll_loss", vals, attrs)
-    g.set_outputs([y])
-    (r,) = run_graph(g, feeds)
-    assert r.dtype == x.dtype and y.type.shape == r.shape
+    r = oprun.run("nll_loss", [x, target, weight], attrs, static=True)
+    assert r.dtype == x.dtype
     return r
 
 
 def infer(types, **attrs):
-    g = Graph()
-    vals = [g.add_input(f"in{i}", t) for i, t in enumerate(types)]
-    return g.op("nll_loss", vals, attrs).type
-
-
-def raises(fn, match=None):
-    with pytest.raises(ShapeError, match=match) as e:
-        fn()
-    assert e.value.op == "nll_loss", f"error does not name the op: {e.value}"
+    return oprun.infer("nll_loss", types, attrs)
 
 
 def nll_loops(x, target, weight=None, reduction="mean", ignore_index=None):
@@ -102,24 +88,15 @@ def test_nll_loss_inference():
 
 def test_nll_loss_errors():
     f = TensorType((3, 5, 2), "float32")
-    raises(lambda: infer([f, TensorType((3, 3), "int64")]), "class axis")
-    raises(lambda: infer([f, TensorType((3, 2), "float32")]), "int32 or int64")
-    raises(lambda: infer([f, TensorType((3, 2), "int64"), TensorType((4,), "float32")]), "per class")
-    raises(lambda: infer([f, TensorType((3, 2), "int64"), TensorType((5,), "float64")]), "dtype")
-    raises(lambda: infer([f, TensorType((3, 2), "int64")], reduction="avg"), "reduction")
-    raises(lambda: infer([TensorType((3,), "float32"), TensorType((3,), "int64")]), "rank >= 2")
+    raises("nll_loss", lambda: infer([f, TensorType((3, 3), "int64")]), "class axis")
+    raises("nll_loss", lambda: infer([f, TensorType((3, 2), "float32")]), "int32 or int64")
+    raises("nll_loss", lambda: infer([f, TensorType((3, 2), "int64"), TensorType((4,), "float32")]), "per class")
+    raises("nll_loss", lambda: infer([f, TensorType((3, 2), "int64"), TensorType((5,), "float64")]), "dtype")
+    raises("nll_loss", lambda: infer([f, TensorType((3, 2), "int64")], reduction="avg"), "reduction")
+    raises("nll_loss", lambda: infer([TensorType((3,), "float32"), TensorType((3,), "int64")]), "rank >= 2")
 
 
 # ---- ONNX converters ------------------------------------------------------------------------------
-def onnx_run(node, inputs: dict, opset: int, n_out=1):
-    ins = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
-           for k, v in inputs.items()]
-    outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in node.output[:n_out]]
-    model = helper.make_model(helper.make_graph([node], "t", ins, outs),
-                              opset_imports=[helper.make_opsetid("", opset)])
-    return run_graph(import_model(model), list(inputs.values()))
-
-
 def test_onnx_softmax_cross_entropy_with_log_prob():
     scores = RNG.normal(size=(3, 5, 2)).astype(np.float32)
     node = helper.make_node("SoftmaxCrossEntropyLoss", ["x", "y", "w"], ["loss", "logp"],

@@ -3,67 +3,20 @@ and errors, decompositions against references, and the ONNX converters' opset va
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import helper
 
 from irgraph import Graph, ShapeError, TensorType, run_graph
 from irgraph import dtype as dt
-from irgraph.frontends.onnx import import_model
 from irgraph.ops.registry import get_op
+
+from oprun import infer, onnx_run, raises, run_on
 
 RNG = np.random.default_rng(0)
 
 
-# ---- helpers -----------------------------------------------------------------------------------
-def _graph(op, x, params, attrs, num_outputs, decompose=False):
-    g = Graph()
-    vals = [g.add_input("x", TensorType.of(x))] + [g.add_const(np.asarray(p), f"p{i}") for i, p in enumerate(params)]
-    if decompose:
-        opdef = get_op(op)
-        outs = list(opdef.decompose(g, vals, opdef.normalize_attrs(attrs or {})))[:num_outputs or 1]
-        assert all(n.op != op for n in g.nodes)
-    else:
-        res = g.op(op, vals, attrs or {}, num_outputs=num_outputs)
-        outs = list(res) if isinstance(res, tuple) else [res]
-    g.set_outputs(outs)
-    return g, outs
-
-
-def run(op, x, *params, attrs=None, num_outputs=None, decompose=False):
-    """Run ``op`` (or its decomposition) on graph input ``x`` and constant ``params``."""
-    g, outs = _graph(op, x, params, attrs, num_outputs, decompose)
-    res = run_graph(g, [x])
-    for v, r in zip(outs, res):
-        assert v.type.dtype.np == r.dtype and v.type.shape == r.shape
-    return res if num_outputs else res[0]
-
-
-def infer(op, inputs, attrs=None, num_outputs=None):
-    g = Graph()
-    vals = [g.add_input(f"in{i}", t) for i, t in enumerate(inputs)]
-    res = g.op(op, vals, attrs or {}, num_outputs=num_outputs)
-    return [v.type for v in res] if isinstance(res, tuple) else res.type
-
-
-def raises(op_name, fn, match=None):
-    with pytest.raises(ShapeError, match=match) as e:
-        fn()
-    assert e.value.op == op_name, f"error does not name the op: {e.value}"
-
-
 def f32(*shape, lo=-2.0, hi=2.0):
     return RNG.uniform(lo, hi, size=shape).astype(np.float32)
-
-
-def onnx_run(node, inputs: dict, opset: int, n_out=1, consts=None):
-    ins = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
-           for k, v in inputs.items()]
-    outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in node.output[:n_out] if o]
-    inits = [onnx.numpy_helper.from_array(v, k) for k, v in (consts or {}).items()]
-    model = helper.make_model(helper.make_graph([node], "t", ins, outs, inits),
-                              opset_imports=[helper.make_opsetid("", opset)])
-    return run_graph(import_model(model), list(inputs.values()))
 
 
 def T(*shape, dtype="float32"):
@@ -82,26 +35,26 @@ def test_batch_norm_reference_and_decomposition():
     s, b, m = f32(3), f32(3), f32(3)
     v = f32(3, lo=0.1, hi=1.0)
     want = _bn64(x, s, b, m, v, 1e-2)
-    np.testing.assert_allclose(run("batch_norm", x, s, b, m, v, attrs={"epsilon": 1e-2}), want, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(run("batch_norm", x, s, b, m, v, attrs={"epsilon": 1e-2}, decompose=True),
+    np.testing.assert_allclose(run_on("batch_norm", x, s, b, m, v, attrs={"epsilon": 1e-2}), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run_on("batch_norm", x, s, b, m, v, attrs={"epsilon": 1e-2}, decompose=True),
                                want, rtol=1e-5, atol=1e-6)
     # (N, C) input: no spatial dims
     x2 = f32(4, 3)
-    np.testing.assert_allclose(run("batch_norm", x2, s, b, m, v), _bn64(x2, s, b, m, v, 1e-5), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run_on("batch_norm", x2, s, b, m, v), _bn64(x2, s, b, m, v, 1e-5), rtol=1e-5, atol=1e-6)
 
 
 def test_batch_norm_mixed_dtypes_and_per_activation_params():
     x = f32(2, 3, 4).astype(np.float16)
     s, b, m = f32(3), f32(3), f32(3)
     v = f32(3, lo=0.5, hi=1.0)
-    y = run("batch_norm", x, s, b, m, v)
+    y = run_on("batch_norm", x, s, b, m, v)
     assert y.dtype == np.float16
     np.testing.assert_allclose(y.astype(np.float64), _bn64(x, s, b, m, v, 1e-5), rtol=3e-3, atol=3e-3)
     # per-activation (ONNX spatial=0) parameters of shape x.shape[1:]
     x = f32(2, 3, 4)
     p = [f32(3, 4) for _ in range(3)] + [f32(3, 4, lo=0.5, hi=1.0)]
     want = (x - p[2]) / np.sqrt(p[3] + 1e-5) * p[0] + p[1]
-    np.testing.assert_allclose(run("batch_norm", x, *p), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run_on("batch_norm", x, *p), want, rtol=1e-5, atol=1e-6)
 
 
 def test_batch_norm_errors():
@@ -117,7 +70,7 @@ def test_batch_norm_training_outputs():
     s, b, m = f32(3), f32(3), f32(3)
     v = f32(3, lo=0.1, hi=1.0)
     attrs = {"epsilon": 1e-3, "momentum": 0.8}
-    y, rm, rv, bm, bv = run("batch_norm_training", x, s, b, m, v, attrs=attrs, num_outputs=5)
+    y, rm, rv, bm, bv = run_on("batch_norm_training", x, s, b, m, v, attrs=attrs, num_outputs=5)
     x64 = x.astype(np.float64)
     mean = x64.mean(axis=(0, 2))
     var = (x64 ** 2).mean(axis=(0, 2)) - mean ** 2  # population variance, another way round
@@ -126,7 +79,7 @@ def test_batch_norm_training_outputs():
     np.testing.assert_allclose(rm, m * 0.8 + mean * 0.2, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(rv, v * 0.8 + var * 0.2, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(y, _bn64(x, s, b, mean, var, 1e-3), rtol=1e-4, atol=1e-5)
-    d = run("batch_norm_training", x, s, b, m, v, attrs=attrs, num_outputs=5, decompose=True)
+    d = run_on("batch_norm_training", x, s, b, m, v, attrs=attrs, num_outputs=5, decompose=True)
     for got, want in zip(d, (y, rm, rv, bm, bv)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
@@ -158,8 +111,8 @@ def test_instance_norm_against_loops():
     x = f32(2, 3, 4, 5)
     s, b = f32(3), f32(3)
     want = _group_norm_loops(x, 3, s, b, 1e-2)
-    np.testing.assert_allclose(run("instance_norm", x, s, b, attrs={"epsilon": 1e-2}), want, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(run("instance_norm", x, s, b, attrs={"epsilon": 1e-2}, decompose=True),
+    np.testing.assert_allclose(run_on("instance_norm", x, s, b, attrs={"epsilon": 1e-2}), want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(run_on("instance_norm", x, s, b, attrs={"epsilon": 1e-2}, decompose=True),
                                want, rtol=1e-4, atol=1e-5)
     raises("instance_norm", lambda: infer("instance_norm", [T(2, 3, 4), T(4), T(3)]), "per channel")
     raises("instance_norm", lambda: infer("instance_norm", [T(2, 3, 4), T(3, dtype="float64"), T(3)]), "dtype")
@@ -171,8 +124,8 @@ def test_group_norm_against_loops(groups):
     s, b = f32(4), f32(4)
     want = _group_norm_loops(x, groups, s, b, 1e-5)
     attrs = {"num_groups": groups}
-    np.testing.assert_allclose(run("group_norm", x, s, b, attrs=attrs), want, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(run("group_norm", x, s, b, attrs=attrs, decompose=True), want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(run_on("group_norm", x, s, b, attrs=attrs), want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(run_on("group_norm", x, s, b, attrs=attrs, decompose=True), want, rtol=1e-4, atol=1e-5)
 
 
 def test_group_norm_errors():
@@ -191,15 +144,15 @@ def test_layer_norm_outputs():
         x64 = x.astype(np.float64)
         mean = x64.mean(axis=red, keepdims=True)
         inv = 1 / np.sqrt(((x64 - mean) ** 2).mean(axis=red, keepdims=True) + 1e-5)
-        y, m, i = run("layer_norm", x, s, b, attrs={"axis": axis}, num_outputs=3)
+        y, m, i = run_on("layer_norm", x, s, b, attrs={"axis": axis}, num_outputs=3)
         np.testing.assert_allclose(y, (x64 - mean) * inv * s + b, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(m, mean, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(i, inv, rtol=1e-4)
-        for got, want in zip(run("layer_norm", x, s, b, attrs={"axis": axis}, num_outputs=3, decompose=True),
+        for got, want in zip(run_on("layer_norm", x, s, b, attrs={"axis": axis}, num_outputs=3, decompose=True),
                              (y, m, i)):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     # bias is optional and scale broadcasts over the normalized dims
-    (y,) = run("layer_norm", x, np.float32([2.0]), num_outputs=1)
+    (y,) = run_on("layer_norm", x, np.float32([2.0]), num_outputs=1)
     x64 = x.astype(np.float64)
     mean = x64.mean(-1, keepdims=True)
     np.testing.assert_allclose(y, 2 * (x64 - mean) / np.sqrt(x64.var(-1, keepdims=True) + 1e-5), rtol=1e-4, atol=1e-5)
@@ -216,7 +169,7 @@ def test_layer_norm_inference_and_errors():
 
 def test_layer_norm_float16_stashes_in_float32():
     x = (f32(2, 64) * 100).astype(np.float16)
-    y, m, _ = run("layer_norm", x, np.ones(64, np.float16), np.zeros(64, np.float16), num_outputs=3)
+    y, m, _ = run_on("layer_norm", x, np.ones(64, np.float16), np.zeros(64, np.float16), num_outputs=3)
     assert y.dtype == np.float16 and m.dtype == np.float32
     np.testing.assert_allclose(m[:, 0], x.astype(np.float64).mean(-1), rtol=1e-5)
 
@@ -229,10 +182,10 @@ def test_rms_norm():
         x64 = x.astype(np.float64)
         want = x64 / np.sqrt((x64 ** 2).mean(axis=red, keepdims=True) + 0.1) * s
         attrs = {"axis": axis, "epsilon": 0.1}
-        np.testing.assert_allclose(run("rms_norm", x, s, attrs=attrs), want, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(run("rms_norm", x, s, attrs=attrs, decompose=True), want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(run_on("rms_norm", x, s, attrs=attrs), want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(run_on("rms_norm", x, s, attrs=attrs, decompose=True), want, rtol=1e-5, atol=1e-6)
     # the output takes the scale's dtype
-    assert run("rms_norm", x, np.ones(4, np.float64)).dtype == np.float64
+    assert run_on("rms_norm", x, np.ones(4, np.float64)).dtype == np.float64
     raises("rms_norm", lambda: infer("rms_norm", [T(2, 3), T(2)]), "broadcast")
 
 
@@ -246,7 +199,7 @@ def test_lrn_against_loops(size):
     for c in range(x.shape[1]):
         win = x[:, max(0, c - lo):min(x.shape[1], c + hi + 1)].astype(np.float64)
         want[:, c] = x[:, c] / (bias + alpha / size * (win ** 2).sum(axis=1)) ** beta
-    got = run("lrn", x, attrs={"size": size, "alpha": alpha, "beta": beta, "bias": bias})
+    got = run_on("lrn", x, attrs={"size": size, "alpha": alpha, "beta": beta, "bias": bias})
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
@@ -334,7 +287,7 @@ def test_group_norm_decomposition_with_symbolic_batch():
 ])
 def test_float16_decompositions_agree_with_references(op, params, attrs):
     x = (f32(2, 3, 4) * 3).astype(np.float16)
-    want = run(op, x, *params, attrs=attrs)
-    got = run(op, x, *params, attrs=attrs, decompose=True)
+    want = run_on(op, x, *params, attrs=attrs)
+    got = run_on(op, x, *params, attrs=attrs, decompose=True)
     assert got.dtype == want.dtype == np.float16
     np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=2e-3, atol=2e-3)

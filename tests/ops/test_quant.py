@@ -8,38 +8,12 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from irgraph import Graph, ShapeError, TensorType, run_graph
+from irgraph import ShapeError, TensorType
 from irgraph.dtype import DType
 
+from oprun import build, infer, run
+
 RNG = np.random.default_rng(2)
-
-
-def _graph(op, inputs, attrs=None, num_outputs=None):
-    g = Graph()
-    vals, feeds = [], []
-    for i, x in enumerate(inputs):
-        if x is None:
-            vals.append(None)
-        elif isinstance(x, TensorType):
-            vals.append(g.add_input(f"in{i}", x))
-        else:
-            x = np.asarray(x)
-            vals.append(g.add_input(f"in{i}", TensorType.of(x)))
-            feeds.append(x)
-    res = g.op(op, vals, attrs or {}, num_outputs=num_outputs)
-    outs = list(res) if isinstance(res, tuple) else [res]
-    g.set_outputs(outs)
-    return g, outs, feeds
-
-
-def run(op, inputs, attrs=None, num_outputs=None):
-    g, outs, feeds = _graph(op, inputs, attrs, num_outputs)
-    res = run_graph(g, feeds)  # the interpreter checks dtypes and shapes against inference
-    return res if len(res) > 1 else res[0]
-
-
-def infer(op, inputs, attrs=None):
-    return _graph(op, inputs, attrs)[1][0].type
 
 
 def T(shape, dtype):
@@ -261,4 +235,4 @@ def test_dynamic_quantize_linear_hand_example():
     y, scale, zp = run("dynamic_quantize_linear", [np.array([1.0, 2.0], np.float32)], num_outputs=3)
     assert int(zp) == 0 and y[1] == 255
     with pytest.raises(ShapeError, match="float32"):
-        _graph("dynamic_quantize_linear", [T((2,), "float16")], num_outputs=3)
+        build("dynamic_quantize_linear", [T((2,), "float16")], num_outputs=3)

@@ -6,43 +6,17 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from irgraph import Graph, TensorType, run_graph
+from irgraph import TensorType, run_graph
 from irgraph import dtype as dt
-from irgraph.dtype import DType
 from irgraph.errors import ShapeError
 from irgraph.frontends.onnx import backend
 from irgraph.frontends.onnx.importer import import_model
 from irgraph.ops.registry import get_op
 from irgraph.types import is_static_dim
 
+from oprun import build, infer, onnx_model, run, value_info
+
 F32, I64 = dt.float32, dt.int64
-
-
-def build(op, inputs, attrs=None, const=()):
-    g = Graph()
-    vals = []
-    for i, a in enumerate(inputs):
-        if isinstance(a, TensorType):
-            vals.append(g.add_input(f"x{i}", a))
-        elif i in const:
-            vals.append(g.add_const(a, f"c{i}"))
-        else:
-            a = np.asarray(a)
-            vals.append(g.add_input(f"x{i}", TensorType(a.shape, DType.from_numpy(a.dtype))))
-    g.set_outputs([g.op(op, vals, attrs)])
-    return g
-
-
-def run(op, inputs, attrs=None, const=()):
-    """Run through the interpreter, which checks the result against the inferred type."""
-    g = build(op, inputs, attrs, const)
-    return run_graph(g, [np.asarray(a) for i, a in enumerate(inputs) if i not in const])[0]
-
-
-def type_of(op, inputs, attrs=None, const=()):
-    return build(op, inputs, attrs, const).outputs[0].type
-
-
 SHAPE = np.array([200, 300], np.int64)
 
 
@@ -67,12 +41,12 @@ def test_random_normal_moments_and_dtype():
 
 @pytest.mark.parametrize("op", ["random_uniform", "random_normal"])
 def test_seed_makes_runs_reproducible(op):
-    g1 = build(op, [SHAPE], {"seed": 3.0}, const=(0,))
+    g1 = build(op, [SHAPE], {"seed": 3.0}, const=(0,)).graph
     a, b = run_graph(g1, [])[0], run_graph(g1, [])[0]
     np.testing.assert_array_equal(a, b)
     other = run(op, [SHAPE], {"seed": 4.0}, const=(0,))
     assert not np.array_equal(a, other)
-    g2 = build(op, [SHAPE], const=(0,))
+    g2 = build(op, [SHAPE], const=(0,)).graph
     assert not np.array_equal(run_graph(g2, [])[0], run_graph(g2, [])[0])
 
 
@@ -97,11 +71,11 @@ def test_multinomial_distribution():
 
 
 def test_inference_from_shape_inputs():
-    assert type_of("random_uniform", [SHAPE], const=(0,)).shape == (200, 300)
-    t = type_of("random_normal", [TensorType((3,), I64)])
+    assert infer("random_uniform", [SHAPE], const=(0,)).shape == (200, 300)
+    t = infer("random_normal", [TensorType((3,), I64)])
     assert len(t.shape) == 3 and not any(is_static_dim(d) for d in t.shape)
-    assert type_of("bernoulli", [TensorType(("n", 4), F32)]).shape == ("n", 4)
-    assert type_of("multinomial", [TensorType(("n", 4), F32)], {"sample_size": 7}).shape == ("n", 7)
+    assert infer("bernoulli", [TensorType(("n", 4), F32)]).shape == ("n", 4)
+    assert infer("multinomial", [TensorType(("n", 4), F32)], {"sample_size": 7}).shape == ("n", 7)
 
 
 @pytest.mark.parametrize("op,inputs,attrs,const", [
@@ -114,17 +88,14 @@ def test_inference_from_shape_inputs():
 ])
 def test_errors_name_the_op(op, inputs, attrs, const):
     with pytest.raises(ShapeError, match=op):
-        type_of(op, inputs, attrs, const)
+        infer(op, inputs, attrs, const=const)
 
 
 def test_onnx_like_ops_and_no_compile_time_folding():
-    x = helper.make_tensor_value_info("x", TensorProto.DOUBLE, [3, 4])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
-    z = helper.make_tensor_value_info("z", TensorProto.DOUBLE, None)
     nodes = [helper.make_node("RandomUniformLike", ["x"], ["y"], dtype=TensorProto.FLOAT, seed=2.0),
              helper.make_node("RandomNormalLike", ["x"], ["z"])]
-    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y, z]),
-                              opset_imports=[helper.make_opsetid("", 17)])
+    model = onnx_model(nodes, [value_info("x", TensorProto.DOUBLE, [3, 4])],
+                       [value_info("y", TensorProto.FLOAT), value_info("z", TensorProto.DOUBLE)], 17)
     g = import_model(model)
     # the shape of x is known statically, but the draws must not become compile-time values
     assert all("value" not in v.meta for v in g.outputs)

@@ -3,81 +3,26 @@ independent expectations, inference (static, symbolic and run-time axes), errors
 op, decompositions, and the ONNX converters' opset variants."""
 from __future__ import annotations
 
+from functools import partial
+
 import ml_dtypes
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from irgraph import Graph, ShapeError, TensorType, run_graph
+from irgraph import TensorType, run_graph
 from irgraph import dtype as dt
-from irgraph.frontends.onnx import import_model
 from irgraph.ops.registry import get_op
 
+import oprun
+from oprun import ALL, build, i64, onnx_run, raises, run_on
 
-# ---- helpers ---------------------------------------------------------------------------------
-def _build(op, inputs, attrs=None, num_outputs=None):
-    """One-node graph: arrays become constants, TensorTypes graph inputs, None stays absent."""
-    g = Graph()
-    vals = []
-    for i, x in enumerate(inputs):
-        if x is None:
-            vals.append(None)
-        elif isinstance(x, TensorType):
-            vals.append(g.add_input(f"in{i}", x))
-        else:
-            vals.append(g.add_const(np.asarray(x), f"c{i}"))
-    res = g.op(op, vals, attrs or {}, num_outputs=num_outputs)
-    outs = list(res) if isinstance(res, tuple) else [res]
-    g.set_outputs(outs)
-    return g, outs
-
-
-def infer(op, inputs, attrs=None):
-    return _build(op, inputs, attrs)[1][0].type
-
-
-def run(op, x, *params, attrs=None):
-    """Run ``op`` on graph input ``x`` and constant ``params``; the interpreter checks the
-    result's dtype and static dims against inference."""
-    x = np.asarray(x)
-    g, outs = _build(op, [TensorType.of(x)] + list(params), attrs)
-    (r,) = run_graph(g, [x])
-    assert outs[0].type.dtype.np == r.dtype
-    return r
+infer = partial(oprun.infer, const=ALL)  # array operands are constants
 
 
 def run_decomposed(op, x, attrs=None):
     """Run the op's decomposition (only primitives) on ``x``."""
-    opdef = get_op(op)
-    g = Graph()
-    v = g.add_input("x", TensorType.of(x))
-    outs = opdef.decompose(g, [v], opdef.normalize_attrs(attrs or {}))
-    g.set_outputs(outs)
-    assert all(n.op != op for n in g.nodes)
-    return run_graph(g, [x])[0]
-
-
-def raises(op_name, fn, match=None):
-    with pytest.raises(ShapeError, match=match) as e:
-        fn()
-    assert e.value.op == op_name, f"error does not name the op: {e.value}"
-
-
-def i64(*v):
-    return np.array(v, dtype=np.int64)
-
-
-def onnx_run(node, inputs: dict, opset: int, out_dtype=TensorProto.FLOAT, n_out=1, consts=None):
-    """Import a one-node ONNX model at ``opset`` and run it on ``inputs``."""
-    ins = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
-           for k, v in inputs.items()]
-    outs = [helper.make_tensor_value_info(o, out_dtype, None) for o in node.output[:n_out]]
-    inits = [onnx.numpy_helper.from_array(v, k) for k, v in (consts or {}).items()]
-    model = helper.make_model(helper.make_graph([node], "t", ins, outs, inits),
-                              opset_imports=[helper.make_opsetid("", opset)])
-    g = import_model(model)
-    return run_graph(g, list(inputs.values()))
+    return run_on(op, x, attrs=attrs, decompose=True)
 
 
 X = np.array([[[1, 2], [3, 4]], [[5, 6], [7, 8]], [[9, 10], [11, 12]]], np.float32)  # (3, 2, 2)
@@ -85,76 +30,76 @@ X = np.array([[[1, 2], [3, 4]], [[5, 6], [7, 8]], [[9, 10], [11, 12]]], np.float
 
 # ---- reduce_* references ----------------------------------------------------------------------
 def test_reduce_values_by_hand():
-    np.testing.assert_array_equal(run("reduce_sum", X, i64(1), attrs={"keepdims": 0}),
+    np.testing.assert_array_equal(run_on("reduce_sum", X, i64(1), attrs={"keepdims": 0}),
                                   [[4, 6], [12, 14], [20, 22]])
-    np.testing.assert_array_equal(run("reduce_mean", X, i64(-1)), [[[1.5], [3.5]], [[5.5], [7.5]], [[9.5], [11.5]]])
-    np.testing.assert_array_equal(run("reduce_max", X, i64(0, 2), attrs={"keepdims": 0}), [10, 12])
-    np.testing.assert_array_equal(run("reduce_min", X, i64(0, 2), attrs={"keepdims": 0}), [1, 3])
-    np.testing.assert_array_equal(run("reduce_prod", X[:, :, :1], i64(0), attrs={"keepdims": 0}),
+    np.testing.assert_array_equal(run_on("reduce_mean", X, i64(-1)), [[[1.5], [3.5]], [[5.5], [7.5]], [[9.5], [11.5]]])
+    np.testing.assert_array_equal(run_on("reduce_max", X, i64(0, 2), attrs={"keepdims": 0}), [10, 12])
+    np.testing.assert_array_equal(run_on("reduce_min", X, i64(0, 2), attrs={"keepdims": 0}), [1, 3])
+    np.testing.assert_array_equal(run_on("reduce_prod", X[:, :, :1], i64(0), attrs={"keepdims": 0}),
                                   [[1 * 5 * 9], [3 * 7 * 11]])
 
 
 def test_reduce_without_axes_reduces_everything():
-    assert run("reduce_sum", X).shape == (1, 1, 1)
-    assert run("reduce_sum", X)[0, 0, 0] == 78
-    r = run("reduce_max", X, attrs={"keepdims": 0})
+    assert run_on("reduce_sum", X).shape == (1, 1, 1)
+    assert run_on("reduce_sum", X)[0, 0, 0] == 78
+    r = run_on("reduce_max", X, attrs={"keepdims": 0})
     assert r.shape == () and r == 12
     # an empty axes tensor means "all axes" too …
-    assert run("reduce_sum", X, np.zeros(0, np.int64), attrs={"keepdims": 0}) == 78
+    assert run_on("reduce_sum", X, np.zeros(0, np.int64), attrs={"keepdims": 0}) == 78
 
 
 def test_reduce_noop_with_empty_axes_returns_input():
     # … unless noop_with_empty_axes is set
-    np.testing.assert_array_equal(run("reduce_sum", X, np.zeros(0, np.int64),
+    np.testing.assert_array_equal(run_on("reduce_sum", X, np.zeros(0, np.int64),
                                       attrs={"noop_with_empty_axes": 1}), X)
-    np.testing.assert_array_equal(run("reduce_min", X, attrs={"noop_with_empty_axes": 1}), X)
+    np.testing.assert_array_equal(run_on("reduce_min", X, attrs={"noop_with_empty_axes": 1}), X)
 
 
 def test_reduce_empty_set_gives_identity():
     e = np.zeros((2, 0, 4), np.float32)
     for op, want in [("reduce_sum", 0.0), ("reduce_prod", 1.0), ("reduce_max", -np.inf), ("reduce_min", np.inf)]:
-        r = run(op, e, i64(1))
+        r = run_on(op, e, i64(1))
         assert r.shape == (2, 1, 4)
         assert np.all(r == want), op
-    assert np.all(np.isnan(run("reduce_mean", e, i64(1))))
-    assert not run("reduce_max", np.zeros((2, 0), bool), i64(1)).any()
-    assert run("reduce_min", np.zeros((2, 0), bool), i64(1)).all()
-    assert np.all(run("reduce_max", np.zeros((3, 0), np.int32), i64(1)) == np.iinfo(np.int32).min)
+    assert np.all(np.isnan(run_on("reduce_mean", e, i64(1))))
+    assert not run_on("reduce_max", np.zeros((2, 0), bool), i64(1)).any()
+    assert run_on("reduce_min", np.zeros((2, 0), bool), i64(1)).all()
+    assert np.all(run_on("reduce_max", np.zeros((3, 0), np.int32), i64(1)) == np.iinfo(np.int32).min)
     # a zero-size axis that is not reduced stays zero-size
-    assert run("reduce_sum", np.zeros((0, 3), np.float32), i64(1)).shape == (0, 1)
+    assert run_on("reduce_sum", np.zeros((0, 3), np.float32), i64(1)).shape == (0, 1)
 
 
 def test_reduce_bool_max_min():
     b = np.array([[True, False], [False, False], [True, True]])
-    np.testing.assert_array_equal(run("reduce_max", b, i64(1), attrs={"keepdims": 0}), [True, False, True])
-    np.testing.assert_array_equal(run("reduce_min", b, i64(1), attrs={"keepdims": 0}), [False, False, True])
+    np.testing.assert_array_equal(run_on("reduce_max", b, i64(1), attrs={"keepdims": 0}), [True, False, True])
+    np.testing.assert_array_equal(run_on("reduce_min", b, i64(1), attrs={"keepdims": 0}), [False, False, True])
 
 
 def test_reduce_nan_propagates_through_max():
     x = np.array([[1, np.nan, 3], [1, 2, 3]], np.float32)
-    r = run("reduce_max", x, i64(1), attrs={"keepdims": 0})
+    r = run_on("reduce_max", x, i64(1), attrs={"keepdims": 0})
     assert np.isnan(r[0]) and r[1] == 3
 
 
 def test_reduce_integer_dtypes_are_kept():
     x = np.full((4,), 2 ** 30, np.int32)
-    r = run("reduce_sum", x, attrs={"keepdims": 0})
+    r = run_on("reduce_sum", x, attrs={"keepdims": 0})
     assert r.dtype == np.int32 and r == np.int32(0)  # 2**32 wraps, as int32 arithmetic does
     u = np.full((3,), 200, np.uint8)
-    assert run("reduce_sum", u, attrs={"keepdims": 0}) == (600 % 256)
+    assert run_on("reduce_sum", u, attrs={"keepdims": 0}) == (600 % 256)
     # integer mean truncates toward zero
-    np.testing.assert_array_equal(run("reduce_mean", np.array([[-3, 0], [3, 4]], np.int64), i64(1),
+    np.testing.assert_array_equal(run_on("reduce_mean", np.array([[-3, 0], [3, 4]], np.int64), i64(1),
                                       attrs={"keepdims": 0}), [-1, 3])
 
 
 def test_low_precision_sums_accumulate_in_float32():
     # a bfloat16 accumulator stalls at 256 when adding 0.5s (its ulp there is 2)
     x = np.full((1000,), 0.5, ml_dtypes.bfloat16)
-    r = run("reduce_sum", x, attrs={"keepdims": 0})
+    r = run_on("reduce_sum", x, attrs={"keepdims": 0})
     assert r.dtype == ml_dtypes.bfloat16 and float(r) == 500.0
     h = np.full((5000,), 0.1, np.float16)
-    assert abs(float(run("reduce_mean", h, attrs={"keepdims": 0})) - 0.1) < 1e-3
-    assert abs(float(run("reduce_sum", h, attrs={"keepdims": 0})) - 500) < 1
+    assert abs(float(run_on("reduce_mean", h, attrs={"keepdims": 0})) - 0.1) < 1e-3
+    assert abs(float(run_on("reduce_sum", h, attrs={"keepdims": 0})) - 500) < 1
 
 
 # ---- reduce_* inference ------------------------------------------------------------------------
@@ -208,12 +153,12 @@ def test_reduction_combine_formulas_and_identities():
 # ---- argmax / argmin -------------------------------------------------------------------------------
 def test_argmax_argmin_ties_and_last_index():
     x = np.array([[2, 7, 7], [5, 1, 5]], np.float32)
-    np.testing.assert_array_equal(run("argmax", x, attrs={"axis": 1, "keepdims": 0}), [1, 0])
-    np.testing.assert_array_equal(run("argmax", x, attrs={"axis": 1, "keepdims": 0, "select_last_index": 1}), [2, 2])
-    np.testing.assert_array_equal(run("argmin", x, attrs={"axis": 0}), [[0, 1, 1]])
-    np.testing.assert_array_equal(run("argmin", np.array([3, 1, 1, 2], np.int32),
+    np.testing.assert_array_equal(run_on("argmax", x, attrs={"axis": 1, "keepdims": 0}), [1, 0])
+    np.testing.assert_array_equal(run_on("argmax", x, attrs={"axis": 1, "keepdims": 0, "select_last_index": 1}), [2, 2])
+    np.testing.assert_array_equal(run_on("argmin", x, attrs={"axis": 0}), [[0, 1, 1]])
+    np.testing.assert_array_equal(run_on("argmin", np.array([3, 1, 1, 2], np.int32),
                                       attrs={"select_last_index": 1}), [2])
-    r = run("argmax", X, attrs={"axis": -1})
+    r = run_on("argmax", X, attrs={"axis": -1})
     assert r.dtype == np.int64 and r.shape == (3, 2, 1) and np.all(r == 1)
 
 
@@ -250,15 +195,15 @@ def test_cumsum_cumprod_against_loops(exclusive, reverse):
     x = rng.integers(1, 4, size=(3, 4, 2)).astype(np.float64)
     attrs = {"exclusive": exclusive, "reverse": reverse}
     for axis in (0, 1, -1):
-        np.testing.assert_array_equal(run("cumsum", x, np.array(axis, np.int32), attrs=attrs),
+        np.testing.assert_array_equal(run_on("cumsum", x, np.array(axis, np.int32), attrs=attrs),
                                       _loop_scan(x, axis, np.add, 0, exclusive, reverse))
-        np.testing.assert_array_equal(run("cumprod", x, i64(axis), attrs=attrs),
+        np.testing.assert_array_equal(run_on("cumprod", x, i64(axis), attrs=attrs),
                                       _loop_scan(x, axis, np.multiply, 1, exclusive, reverse))
 
 
 def test_cumsum_keeps_int_dtype_and_handles_runtime_axis():
     x = np.array([1, 2, 3], np.int32)
-    g, outs = _build("cumsum", [TensorType.of(x), TensorType((), "int64")], {"exclusive": 1})
+    g, outs, _ = build("cumsum", [TensorType.of(x), TensorType((), "int64")], {"exclusive": 1})
     assert outs[0].type == TensorType((3,), "int32")
     r = run_graph(g, [x, np.array(0, np.int64)])[0]
     assert r.dtype == np.int32
@@ -283,16 +228,16 @@ def test_softmax_log_softmax_against_float64():
     x = rng.normal(size=(3, 4, 5)).astype(np.float32)
     for axis in (0, 1, -1):
         want = _softmax64(x, axis)
-        np.testing.assert_allclose(run("softmax", x, attrs={"axis": axis}), want, rtol=1e-6)
-        np.testing.assert_allclose(run("log_softmax", x, attrs={"axis": axis}), np.log(want), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(run_on("softmax", x, attrs={"axis": axis}), want, rtol=1e-6)
+        np.testing.assert_allclose(run_on("log_softmax", x, attrs={"axis": axis}), np.log(want), rtol=1e-5, atol=1e-6)
 
 
 def test_softmax_is_stable_for_large_inputs():
     x = np.array([[1000, 1001, 1002], [-1000, -1000, -1000]], np.float32)
-    y = run("softmax", x)
+    y = run_on("softmax", x)
     assert np.all(np.isfinite(y))
     np.testing.assert_allclose(y[1], [1 / 3] * 3, rtol=1e-6)
-    np.testing.assert_allclose(run("log_softmax", x)[0], np.log(_softmax64(x[:1] - 1000, -1)[0]), rtol=1e-5)
+    np.testing.assert_allclose(run_on("log_softmax", x)[0], np.log(_softmax64(x[:1] - 1000, -1)[0]), rtol=1e-5)
 
 
 def test_softmax_decompositions_match_references():
@@ -300,21 +245,21 @@ def test_softmax_decompositions_match_references():
     x = (rng.normal(size=(2, 3, 4)) * 10).astype(np.float32)
     for op in ("softmax", "log_softmax"):
         for axis in (0, -1):
-            np.testing.assert_allclose(run_decomposed(op, x, {"axis": axis}), run(op, x, attrs={"axis": axis}),
+            np.testing.assert_allclose(run_decomposed(op, x, {"axis": axis}), run_on(op, x, attrs={"axis": axis}),
                                        rtol=1e-5, atol=1e-6)
 
 
 def test_softmax_of_empty_tensor_is_empty():
     e = np.zeros((0, 3), np.float32)
-    assert run("softmax", e).shape == (0, 3)
-    assert run("log_softmax", np.zeros((2, 0), np.float32)).shape == (2, 0)
+    assert run_on("softmax", e).shape == (0, 3)
+    assert run_on("log_softmax", np.zeros((2, 0), np.float32)).shape == (2, 0)
 
 
 def test_hardmax_marks_first_maximum():
     x = np.array([[3, 1, 3, 2], [0, 0, 0, 0], [-1, 5, 2, 5]], np.float32)
-    np.testing.assert_array_equal(run("hardmax", x), [[1, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0]])
-    np.testing.assert_array_equal(run("hardmax", x, attrs={"axis": 0}), [[1, 0, 1, 0], [0, 0, 0, 0], [0, 1, 0, 1]])
-    assert run("hardmax", np.zeros((2, 0), np.float32)).shape == (2, 0)
+    np.testing.assert_array_equal(run_on("hardmax", x), [[1, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0]])
+    np.testing.assert_array_equal(run_on("hardmax", x, attrs={"axis": 0}), [[1, 0, 1, 0], [0, 0, 0, 0], [0, 1, 0, 1]])
+    assert run_on("hardmax", np.zeros((2, 0), np.float32)).shape == (2, 0)
 
 
 def test_softmax_family_inference_and_errors():

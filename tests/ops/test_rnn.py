@@ -6,8 +6,11 @@ import pytest
 from onnx import TensorProto, helper
 
 import irgraph
-from irgraph import Graph, ShapeError, TensorType, run_graph
+from irgraph import ShapeError, TensorType, run_graph
 from irgraph.frontends.onnx.importer import import_model
+
+import oprun
+from oprun import build, onnx_model, run, value_info
 
 
 def _sig(x):
@@ -63,20 +66,16 @@ def _naive(kind, X, W, R, B=None, lens=None, h0=None, c0=None, P=None, direction
     return Y, Yh, Yc
 
 
-def _graph(kind, arrays, attrs, nout):
-    g = Graph()
-    ins = []
-    for a in arrays:
-        ins.append(None if a is None else g.add_input(f"in{len(ins)}", TensorType.of(np.asarray(a))))
-    outs = g.op(kind, ins, attrs, num_outputs=nout)
-    g.set_outputs(outs)
-    return g, [a for a in arrays if a is not None]
-
-
 def _run(kind, arrays, attrs):
-    nout = 3 if kind == "lstm" else 2
-    g, feeds = _graph(kind, arrays, attrs, nout)
-    return run_graph(g, feeds)
+    return run(kind, arrays, attrs, num_outputs=3 if kind == "lstm" else 2)
+
+
+def _run_against_naive(kind, arrays, attrs, **naive_kw):
+    """Run the op and check every output against ``_naive`` on the same arrays; returns them."""
+    got = _run(kind, arrays, attrs)
+    for gv, wv in zip(got, _naive(kind, *arrays, **naive_kw)):
+        np.testing.assert_allclose(gv, wv, rtol=1e-4, atol=1e-5)
+    return got
 
 
 def _weights(rng, kind, nd, hid, inp, scale=0.5):
@@ -112,16 +111,12 @@ def test_matches_per_row_formulation(kind, direction):
     lens = np.array([5, 2, 4], np.int32)
     h0 = rng.standard_normal((nd, batch, hid)).astype(np.float32)
     arrays = [X, W, R, B, lens, h0]
-    c0 = P = None
     if kind == "lstm":
         c0 = rng.standard_normal((nd, batch, hid)).astype(np.float32)
         P = rng.standard_normal((nd, 3 * hid)).astype(np.float32)
         arrays += [c0, P]
-    got = _run(kind, arrays, {"direction": direction, "hidden_size": hid, "clip": 1.5})
-    want = _naive(kind, X, W, R, B, lens, h0, c0, P, direction=direction, clip=1.5,
-                  f=_sig if kind != "rnn" else np.tanh)
-    for gv, wv in zip(got, want):
-        np.testing.assert_allclose(gv, wv, rtol=1e-4, atol=1e-5)
+    got = _run_against_naive(kind, arrays, {"direction": direction, "hidden_size": hid, "clip": 1.5},
+                             direction=direction, clip=1.5, f=_sig if kind != "rnn" else np.tanh)
     # past each row's length Y is zero
     assert not got[0][2:, :, 1].any() and not got[0][4:, :, 2].any()
 
@@ -142,10 +137,7 @@ def test_lstm_input_forget():
     rng = np.random.default_rng(3)
     X = rng.standard_normal((3, 2, 3)).astype(np.float32)
     W, R, B = _weights(rng, "lstm", 1, 4, 3)
-    got = _run("lstm", [X, W, R, B], {"input_forget": 1})
-    want = _naive("lstm", X, W, R, B, input_forget=1)
-    for gv, wv in zip(got, want):
-        np.testing.assert_allclose(gv, wv, rtol=1e-4, atol=1e-5)
+    _run_against_naive("lstm", [X, W, R, B], {"input_forget": 1}, input_forget=1)
 
 
 def test_activations_with_alpha_beta():
@@ -154,11 +146,8 @@ def test_activations_with_alpha_beta():
     W, R, B = _weights(rng, "lstm", 1, 4, 3)
     attrs = {"activations": ["hardsigmoid", "leakyrelu", "scaledtanh"],
              "activation_alpha": [0.3, 0.05, 0.8], "activation_beta": [0.4, 0.0, 1.3]}
-    got = _run("lstm", [X, W, R, B], attrs)
-    want = _naive("lstm", X, W, R, B, f=lambda v: np.clip(0.3 * v + 0.4, 0, 1),
-                  g=lambda v: np.where(v >= 0, v, 0.05 * v), hf=lambda v: 0.8 * np.tanh(1.3 * v))
-    for gv, wv in zip(got, want):
-        np.testing.assert_allclose(gv, wv, rtol=1e-4, atol=1e-5)
+    _run_against_naive("lstm", [X, W, R, B], attrs, f=lambda v: np.clip(0.3 * v + 0.4, 0, 1),
+                       g=lambda v: np.where(v >= 0, v, 0.05 * v), hf=lambda v: 0.8 * np.tanh(1.3 * v))
 
 
 def test_layout_1_is_batch_major():
@@ -188,17 +177,14 @@ def test_float16_and_float64_keep_their_dtype():
 def test_bad_sequence_lens_at_run_time():
     X = np.zeros((2, 1, 1), np.float32)
     W = np.zeros((1, 1, 1), np.float32)
-    g, feeds = _graph("rnn", [X, W, W, None, np.array([3], np.int32)], {}, 2)
+    g, _, feeds = build("rnn", [X, W, W, None, np.array([3], np.int32)], num_outputs=2)
     with pytest.raises(irgraph.IrgraphError, match="sequence_lens"):
         run_graph(g, feeds)
 
 
 # ---- inference -------------------------------------------------------------------------------
-def _infer(kind, types, attrs=None, nout=None):
-    g = Graph()
-    ins = [None if t is None else g.add_input(f"i{k}", t) for k, t in enumerate(types)]
-    res = g.op(kind, ins, attrs or {}, num_outputs=nout or (3 if kind == "lstm" else 2))
-    return [v.type for v in res]
+def _infer(kind, in_types, attrs=None, nout=None):
+    return oprun.types(kind, in_types, attrs, num_outputs=nout or (3 if kind == "lstm" else 2))
 
 
 F = irgraph.dtype.float32
@@ -260,13 +246,8 @@ def test_onnx_activation_alpha_consumed_in_order():
     node = helper.make_node("GRU", ["X", "W", "R", "B"], ["Y", "Y_h"], hidden_size=4,
                             activations=["HardSigmoid", "LeakyRelu"],
                             activation_alpha=[0.25, 0.1], activation_beta=[0.45])
-    graph = helper.make_graph(
-        [node], "g",
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, a.shape) for n, a in
-         (("X", X), ("W", W), ("R", R), ("B", B))],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None),
-         helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, None)])
-    g = import_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]))
+    ins = [value_info(n, TensorProto.FLOAT, a.shape) for n, a in (("X", X), ("W", W), ("R", R), ("B", B))]
+    g = import_model(onnx_model(node, ins, [value_info("Y"), value_info("Y_h")], 14))
     node_attrs = g.nodes[0].attrs
     assert node_attrs["activation_alpha"] == pytest.approx((0.25, 0.1))
     assert node_attrs["activation_beta"] == pytest.approx((0.45, 0.0))

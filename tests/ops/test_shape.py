@@ -7,37 +7,21 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from irgraph import Graph, TensorType, run_graph
+from irgraph import TensorType
 from irgraph import dtype as dt
-from irgraph.dtype import DType
 from irgraph.errors import ExecutionError, ModelImportError, ShapeError
-from irgraph.ops.evaluate import MAX_KNOWN_ELEMENTS, propagate_values
+from irgraph.ops.evaluate import MAX_KNOWN_ELEMENTS
 from irgraph.types import is_static_dim
+
+from oprun import build, onnx_model, run, value_info
 
 F32, I64 = dt.float32, dt.int64
 
 
-def build(op, inputs, attrs=None, const=()):
-    """A one-node graph whose node's known values were propagated, as the importer does."""
-    g = Graph()
-    vals = []
-    for i, a in enumerate(inputs):
-        if isinstance(a, TensorType):
-            vals.append(g.add_input(f"x{i}", a))
-        elif i in const:
-            vals.append(g.add_const(a, f"c{i}"))
-        else:
-            a = np.asarray(a)
-            vals.append(g.add_input(f"x{i}", TensorType(a.shape, DType.from_numpy(a.dtype))))
-    y = g.op(op, vals, attrs)
-    propagate_values(g.nodes[-1])
-    g.set_outputs([y])
-    return g, y
-
-
-def run(op, inputs, attrs=None):
-    g, _ = build(op, inputs, attrs)
-    return run_graph(g, [np.asarray(a) for a in inputs])[0]
+def output(op, inputs, attrs=None, const=()):
+    """The node's one output Value; as in the importer, its meta holds the value known at compile
+    time, if any."""
+    return build(op, inputs, attrs, const=const).outputs[0]
 
 
 # ---- shape / size ------------------------------------------------------------------------------
@@ -48,21 +32,21 @@ def test_shape_slices(start, end, want):
     got = run("shape", [x], {"start": start, "end": end})
     assert got.dtype == np.int64
     np.testing.assert_array_equal(got, np.array(want, np.int64))
-    _, y = build("shape", [TensorType((2, 3, 4, 5), F32)], {"start": start, "end": end})
+    y = output("shape", [TensorType((2, 3, 4, 5), F32)], {"start": start, "end": end})
     np.testing.assert_array_equal(y.meta["value"], np.array(want, np.int64))
 
 
 def test_shape_of_symbolic_input_has_no_value():
-    _, y = build("shape", [TensorType(("n", 3), F32)])
+    y = output("shape", [TensorType(("n", 3), F32)])
     assert y.type == TensorType((2,), I64) and "value" not in y.meta
 
 
 def test_size_reference_and_known_value():
     assert run("size", [np.zeros((3, 4, 5), np.float32)]) == 60
     assert run("size", [np.zeros((3, 0), np.float32)]).dtype == np.int64
-    _, y = build("size", [TensorType((6, 7), F32)])
+    y = output("size", [TensorType((6, 7), F32)])
     assert y.type == TensorType((), I64) and int(y.meta["value"]) == 42
-    _, y = build("size", [TensorType(("n", 7), F32)])
+    y = output("size", [TensorType(("n", 7), F32)])
     assert "value" not in y.meta
 
 
@@ -77,15 +61,15 @@ def test_constant_of_shape_reference():
 
 
 def test_constant_of_shape_infer_and_values():
-    _, y = build("constant_of_shape", [np.array([2, 0, 3], np.int64)], const=(0,))
+    y = output("constant_of_shape", [np.array([2, 0, 3], np.int64)], const=(0,))
     assert y.type == TensorType((2, 0, 3), F32) and y.meta["value"].shape == (2, 0, 3)
-    _, y = build("constant_of_shape", [TensorType((3,), I64)], {"value": np.array([1], np.int32)})
+    y = output("constant_of_shape", [TensorType((3,), I64)], {"value": np.array([1], np.int32)})
     assert y.type.dtype is dt.int32 and len(y.type.shape) == 3
     assert not any(is_static_dim(d) for d in y.type.shape)
-    _, y = build("constant_of_shape", [TensorType(("r",), I64)])
+    y = output("constant_of_shape", [TensorType(("r",), I64)])
     assert y.type.shape is None
     # a huge known shape is typed but never materialized at compile time
-    _, y = build("constant_of_shape", [np.array([10 ** 6, 10 ** 6], np.int64)], const=(0,))
+    y = output("constant_of_shape", [np.array([10 ** 6, 10 ** 6], np.int64)], const=(0,))
     assert y.type.shape == (10 ** 6, 10 ** 6) and "value" not in y.meta
 
 
@@ -128,13 +112,13 @@ def test_range_length_is_ceil_of_the_span():
 
 def test_range_infer_and_known_values():
     ins = [np.array(v, np.int64) for v in (2, 11, 3)]
-    _, y = build("range", ins, const=(0, 1, 2))
+    y = output("range", ins, const=(0, 1, 2))
     assert y.type == TensorType((3,), I64)
     np.testing.assert_array_equal(y.meta["value"], [2, 5, 8])
-    _, y = build("range", [TensorType((), F32)] * 3)
+    y = output("range", [TensorType((), F32)] * 3)
     assert y.type.dtype is F32 and len(y.type.shape) == 1 and not is_static_dim(y.type.shape[0])
     big = [np.array(v, np.int64) for v in (0, MAX_KNOWN_ELEMENTS * 1000, 1)]
-    _, y = build("range", big, const=(0, 1, 2))
+    y = output("range", big, const=(0, 1, 2))
     assert y.type.shape == (MAX_KNOWN_ELEMENTS * 1000,) and "value" not in y.meta
 
 
@@ -162,10 +146,10 @@ def test_eye_like_diagonals(k):
 def test_eye_like_dtype_and_known_value():
     got = run("eye_like", [np.zeros((2, 2), np.float32)], {"dtype": dt.bool_})
     np.testing.assert_array_equal(got, [[True, False], [False, True]])
-    _, y = build("eye_like", [TensorType((2, 3), F32)], {"k": 1, "dtype": dt.float64})
+    y = output("eye_like", [TensorType((2, 3), F32)], {"k": 1, "dtype": dt.float64})
     assert y.type == TensorType((2, 3), dt.float64)
     np.testing.assert_array_equal(y.meta["value"], [[0, 1, 0], [0, 0, 1]])
-    _, y = build("eye_like", [TensorType(("n", 3), F32)])
+    y = output("eye_like", [TensorType(("n", 3), F32)])
     assert y.type == TensorType(("n", 3), F32) and "value" not in y.meta
     with pytest.raises(ShapeError, match="2-D"):
         build("eye_like", [TensorType((2, 2, 2), F32)])
@@ -174,11 +158,9 @@ def test_eye_like_dtype_and_known_value():
 # ---- ONNX converters: Shape, Constant ----------------------------------------------------------
 def _import_and_run(node, inputs=(), opset=21):
     from irgraph.frontends.onnx import backend
-    ins = [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, a.shape) for n, a in zip(node.input, inputs)]
-    outs = [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in node.output]
-    m = helper.make_model(helper.make_graph([node], "g", ins, outs),
-                          opset_imports=[helper.make_opsetid("", opset)])
-    return backend.prepare(m).run(list(inputs))[0]
+    ins = [value_info(n, onnx.TensorProto.FLOAT, a.shape) for n, a in zip(node.input, inputs)]
+    outs = [value_info(o, onnx.TensorProto.UNDEFINED) for o in node.output]
+    return backend.prepare(onnx_model(node, ins, outs, opset)).run(list(inputs))[0]
 
 
 def test_onnx_shape_start_end_only_from_opset_15():

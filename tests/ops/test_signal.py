@@ -6,44 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from irgraph import Graph, TensorType, run_graph
+from irgraph import TensorType
 from irgraph import dtype as dt
-from irgraph.dtype import DType
 from irgraph.errors import ShapeError
 from irgraph.types import is_static_dim
 
+from oprun import infer, run
+
 rng = np.random.default_rng(0)
 F32, I64 = dt.float32, dt.int64
-
-
-def build(op, inputs, attrs=None, const=()):
-    g = Graph()
-    vals = []
-    for i, a in enumerate(inputs):
-        if a is None:
-            vals.append(None)
-        elif isinstance(a, TensorType):
-            vals.append(g.add_input(f"x{i}", a))
-        elif i in const:
-            vals.append(g.add_const(a, f"c{i}"))
-        else:
-            a = np.asarray(a)
-            vals.append(g.add_input(f"x{i}", TensorType(a.shape, DType.from_numpy(a.dtype))))
-    res = g.op(op, vals, attrs)
-    outs = list(res) if isinstance(res, tuple) else [res]
-    g.set_outputs(outs)
-    return g, outs
-
-
-def run(op, inputs, attrs=None, const=()):
-    """Run through the interpreter, which checks the result against the inferred type."""
-    g, _ = build(op, inputs, attrs, const)
-    feeds = [np.asarray(a) for i, a in enumerate(inputs) if a is not None and i not in const]
-    return run_graph(g, feeds)[0]
-
-
-def type_of(op, inputs, attrs=None, const=()):
-    return build(op, inputs, attrs, const)[1][0].type
 
 
 def direct_dft(z, axis, n=None, inverse=False):
@@ -100,14 +71,14 @@ def test_dft_irfft_inverts_rfft():
 
 def test_dft_inference():
     x = TensorType(("b", 10, 2), F32)
-    assert type_of("dft", [x, None, axis_const(1)], const=(2,)).shape == ("b", 10, 2)
-    t = type_of("dft", [x, np.array(16, np.int64), axis_const(1)], const=(1, 2))
+    assert infer("dft", [x, None, axis_const(1)], const=(2,)).shape == ("b", 10, 2)
+    t = infer("dft", [x, np.array(16, np.int64), axis_const(1)], const=(1, 2))
     assert t.shape == ("b", 16, 2)
     r = TensorType(("b", 10, 1), F32)
-    assert type_of("dft", [r, None, axis_const(-2)], {"onesided": True}, const=(2,)).shape == ("b", 6, 2)
-    t = type_of("dft", [x, None, axis_const(1)], {"onesided": True, "inverse": True}, const=(2,))
+    assert infer("dft", [r, None, axis_const(-2)], {"onesided": True}, const=(2,)).shape == ("b", 6, 2)
+    t = infer("dft", [x, None, axis_const(1)], {"onesided": True, "inverse": True}, const=(2,))
     assert t.shape == ("b", 18, 1)
-    t = type_of("dft", [x, None, TensorType((), I64)])  # axis known only at run time
+    t = infer("dft", [x, None, TensorType((), I64)])  # axis known only at run time
     assert t.shape[-1] == 2 and not any(is_static_dim(d) for d in t.shape[:-1])
 
 
@@ -119,7 +90,7 @@ def test_dft_inference():
 ])
 def test_dft_errors(xt, axis, attrs, match):
     with pytest.raises(ShapeError, match=match) as e:
-        type_of("dft", [xt, None, axis_const(axis)], attrs, const=(2,))
+        infer("dft", [xt, None, axis_const(axis)], attrs, const=(2,))
     assert "dft" in str(e.value)
 
 
@@ -140,11 +111,11 @@ def test_stft_matches_framewise_direct_dft():
 
 
 def test_stft_inference_and_errors():
-    t = type_of("stft", [TensorType((1, 128, 1), F32), np.array(8, np.int64), None, np.array(16, np.int64)],
+    t = infer("stft", [TensorType((1, 128, 1), F32), np.array(8, np.int64), None, np.array(16, np.int64)],
                 const=(1, 3))
     assert t.shape == (1, 15, 9, 2)
     with pytest.raises(ShapeError, match="stft") as e:
-        type_of("stft", [TensorType((1, 128, 1), F32), np.array(8, np.int64), TensorType((12,), F32),
+        infer("stft", [TensorType((1, 128, 1), F32), np.array(8, np.int64), TensorType((12,), F32),
                          np.array(16, np.int64)], const=(1, 3))
     assert "frame_length" in str(e.value)
 
@@ -170,12 +141,12 @@ def test_windows_against_formulas():
 
 
 def test_window_inference_and_errors():
-    assert type_of("hann_window", [np.array(7, np.int64)], const=(0,)).shape == (7,)
-    assert not is_static_dim(type_of("hann_window", [TensorType((), I64)]).shape[0])
+    assert infer("hann_window", [np.array(7, np.int64)], const=(0,)).shape == (7,)
+    assert not is_static_dim(infer("hann_window", [TensorType((), I64)]).shape[0])
     with pytest.raises(ShapeError, match="hamming_window"):
-        type_of("hamming_window", [np.array(7, np.int64)], {"dtype": dt.int32}, const=(0,))
+        infer("hamming_window", [np.array(7, np.int64)], {"dtype": dt.int32}, const=(0,))
     with pytest.raises(ShapeError, match="scalar"):
-        type_of("blackman_window", [TensorType((3,), I64)])
+        infer("blackman_window", [TensorType((3,), I64)])
 
 
 # ---- mel_weight_matrix -----------------------------------------------------------------------
@@ -211,5 +182,5 @@ def test_mel_weight_matrix_matches_loop(args):
 
 def test_mel_weight_matrix_errors():
     with pytest.raises(ShapeError, match="mel_weight_matrix"):
-        type_of("mel_weight_matrix", [np.array(0, np.int32), np.array(16, np.int32), np.array(8000, np.int32),
+        infer("mel_weight_matrix", [np.array(0, np.int32), np.array(16, np.int32), np.array(8000, np.int32),
                                       np.array(0, np.float32), np.array(10, np.float32)], const=(0, 1, 2, 3, 4))

@@ -8,18 +8,18 @@ import pytest
 from onnx import TensorProto, helper
 
 import irgraph
-from irgraph import Graph, ShapeError, TensorType, run_graph
+from irgraph import ShapeError, TensorType, run_graph
 from irgraph.frontends.onnx.importer import import_model
+
+import oprun
+from oprun import onnx_model, value_info
 
 F32, F64, I64 = irgraph.dtype.float32, irgraph.dtype.float64, irgraph.dtype.int64
 
 
 def _run(op, arrays, attrs):
-    g = Graph()
-    ins = [g.add_input(f"i{k}", TensorType.of(np.asarray(a))) for k, a in enumerate(arrays)]
-    outs = g.op(op, ins, attrs, num_outputs=len(arrays) - 3)
-    g.set_outputs(outs)
-    return run_graph(g, [np.asarray(a) for a in arrays])
+    """The updated tensors and states: one output per input after (R, T) and the first tensor."""
+    return oprun.run(op, arrays, attrs, num_outputs=len(arrays) - 3)
 
 
 def _scalars(r=0.1, t=0):
@@ -85,9 +85,7 @@ def test_momentum_hand_computed(mode, t):
 
 # ---- inference and errors ------------------------------------------------------------------
 def _infer(op, types, attrs):
-    g = Graph()
-    ins = [g.add_input(f"i{k}", t) for k, t in enumerate(types)]
-    return [v.type for v in g.op(op, ins, attrs, num_outputs=len(types) - 3)]
+    return oprun.types(op, types, attrs, num_outputs=len(types) - 3)
 
 
 def test_infer_keeps_symbolic_shape():
@@ -123,12 +121,9 @@ def test_onnx_multi_tensor_node_is_split():
     node = helper.make_node("Adagrad", names, ["X1n", "X2n", "H1n", "H2n"], domain=dom,
                             epsilon=0.0, decay_factor=0.0)
     shapes = {"R": [], "T": [], "X1": [2], "G1": [2], "H1": [2], "X2": [3], "G2": [3], "H2": [3]}
-    graph = helper.make_graph(
-        [node], "g",
-        [helper.make_tensor_value_info(n, TensorProto.INT64 if n == "T" else TensorProto.FLOAT, shapes[n])
-         for n in names],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("X1n", "X2n", "H1n", "H2n")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(dom, 1)])
+    ins = [value_info(n, TensorProto.INT64 if n == "T" else TensorProto.FLOAT, shapes[n]) for n in names]
+    outs = [value_info(n, TensorProto.FLOAT) for n in ("X1n", "X2n", "H1n", "H2n")]
+    model = onnx_model(node, ins, outs, 17, domains={dom: 1})
     g = import_model(model)
     assert [n.op for n in g.nodes] == ["adagrad", "adagrad"]
     feeds = {"R": np.array(1.0, np.float32), "T": np.array(0, np.int64),

@@ -10,6 +10,7 @@ from . import (  # noqa: F401,E402
     movement,
     rearrange,
     index,
+    scatter,
     shape,
     control,
     rnn,
@@ -20,6 +21,7 @@ from . import (  # noqa: F401,E402
     loss,
     training,
     text,
+    ml,
     attention,
     irgraph_domain,
 )

@@ -1,5 +1,5 @@
-"""ONNX converters for the index family: Gather*, Scatter*, TensorScatter, OneHot, NonZero,
-Compress, Unique, TopK."""
+"""ONNX converters for the index family: Gather*, OneHot, NonZero, Compress, Unique, TopK
+(Scatter*, TensorScatter are in ``scatter.py``)."""
 from __future__ import annotations
 
 import numpy as np
@@ -21,28 +21,6 @@ def gather_elements(ctx):
 def gather_nd(ctx):
     # batch_dims arrived in opset 12; an opset-11 node simply has none
     return ctx.op("gather_nd", [ctx.input(0), ctx.input(1)], {"batch_dims": ctx.attr("batch_dims", 0)})
-
-
-def _scatter_elements(ctx):
-    return ctx.op("scatter_elements", [ctx.input(0), ctx.input(1), ctx.input(2)],
-                  {"axis": ctx.attr("axis", 0), "reduction": ctx.attr("reduction", "none")})
-
-
-# Scatter (opsets 9-10, deprecated in 11) is ScatterElements without reductions
-converter("Scatter", since=9)(_scatter_elements)
-converter("ScatterElements", since=11)(_scatter_elements)
-
-
-@converter("ScatterND", since=11)
-def scatter_nd(ctx):
-    return ctx.op("scatter_nd", [ctx.input(0), ctx.input(1), ctx.input(2)],
-                  {"reduction": ctx.attr("reduction", "none")})
-
-
-@converter("TensorScatter", since=24)
-def tensor_scatter(ctx):
-    return ctx.op("tensor_scatter", [ctx.input(0), ctx.input(1), ctx.input(2)],
-                  {"axis": ctx.attr("axis", -2), "mode": ctx.attr("mode", "linear")})
 
 
 @converter("OneHot", since=9)

@@ -22,34 +22,37 @@ def _float32() -> DType:
     return DType.from_name("float32")
 
 
-@converter("RandomUniform", since=1)
-def random_uniform(ctx):
-    shape = ctx.constant(np.array(ctx.attr("shape"), np.int64))
-    return ctx.op("random_uniform", [shape], {"low": ctx.attr("low", 0.0), "high": ctx.attr("high", 1.0),
-                                              "dtype": _dtype(ctx, _float32()), **_seed(ctx)})
+# each distribution's two parameters, named alike in ONNX and the core op, and their defaults
+_PARAMS = {"random_uniform": (("low", 0.0), ("high", 1.0)),
+           "random_normal": (("mean", 0.0), ("scale", 1.0))}
 
 
-@converter("RandomNormal", since=1)
-def random_normal(ctx):
-    shape = ctx.constant(np.array(ctx.attr("shape"), np.int64))
-    return ctx.op("random_normal", [shape], {"mean": ctx.attr("mean", 0.0), "scale": ctx.attr("scale", 1.0),
-                                             "dtype": _dtype(ctx, _float32()), **_seed(ctx)})
+def _sampler_attrs(ctx, op: str, default_dtype: DType) -> dict:
+    """The distribution's parameters, dtype and seed."""
+    (p0, d0), (p1, d1) = _PARAMS[op]
+    return {p0: ctx.attr(p0, d0), p1: ctx.attr(p1, d1), "dtype": _dtype(ctx, default_dtype), **_seed(ctx)}
 
 
-@converter("RandomUniformLike", since=1)
-def random_uniform_like(ctx):
-    x = ctx.input(0)
-    return ctx.op("random_uniform", [ctx.op("shape", [x])],
-                  {"low": ctx.attr("low", 0.0), "high": ctx.attr("high", 1.0),
-                   "dtype": _dtype(ctx, x.dtype), **_seed(ctx)})
+def _from_shape_attr(op: str):
+    """RandomUniform / RandomNormal: the shape is an attribute, the dtype float32 by default."""
+    def convert(ctx):
+        shape = ctx.constant(np.array(ctx.attr("shape"), np.int64))
+        return ctx.op(op, [shape], _sampler_attrs(ctx, op, _float32()))
+    return convert
 
 
-@converter("RandomNormalLike", since=1)
-def random_normal_like(ctx):
-    x = ctx.input(0)
-    return ctx.op("random_normal", [ctx.op("shape", [x])],
-                  {"mean": ctx.attr("mean", 0.0), "scale": ctx.attr("scale", 1.0),
-                   "dtype": _dtype(ctx, x.dtype), **_seed(ctx)})
+def _like(op: str):
+    """Random*Like: the shape (and by default the dtype) of the input."""
+    def convert(ctx):
+        x = ctx.input(0)
+        return ctx.op(op, [ctx.op("shape", [x])], _sampler_attrs(ctx, op, x.dtype))
+    return convert
+
+
+converter("RandomUniform", since=1)(_from_shape_attr("random_uniform"))
+converter("RandomNormal", since=1)(_from_shape_attr("random_normal"))
+converter("RandomUniformLike", since=1)(_like("random_uniform"))
+converter("RandomNormalLike", since=1)(_like("random_normal"))
 
 
 @converter("Bernoulli", since=15)

@@ -1,5 +1,5 @@
-"""ONNX converters for string ops (StringConcat, StringSplit, RegexFullMatch, StringNormalizer)
-and the simple ai.onnx.ml ops (LabelEncoder, Binarizer, ArrayFeatureExtractor)."""
+"""ONNX converters for string ops (StringConcat, StringSplit, RegexFullMatch, StringNormalizer),
+TfIdfVectorizer and the simple ai.onnx.ml ops (LabelEncoder, Binarizer, ArrayFeatureExtractor)."""
 from __future__ import annotations
 
 import numpy as np
@@ -30,6 +30,18 @@ def string_normalizer(ctx):
     attrs = {k: ctx.attr(k) for k in ("case_change_action", "is_case_sensitive", "locale", "stopwords")
              if ctx.has_attr(k)}
     return ctx.op("string_normalizer", [ctx.input(0)], attrs)
+
+
+@converter("TfIdfVectorizer", since=9)
+def tfidf_vectorizer(ctx):
+    if ctx.has_attr("pool_strings") == ctx.has_attr("pool_int64s"):
+        ctx.fail("TfIdfVectorizer needs exactly one of pool_strings and pool_int64s")
+    pool = (_strings(ctx.attr("pool_strings")) if ctx.has_attr("pool_strings")
+            else np.array(ctx.attr("pool_int64s"), np.int64))
+    attrs = {k: ctx.attr(k) for k in ("mode", "min_gram_length", "max_gram_length", "max_skip_count",
+                                      "ngram_counts", "ngram_indexes")}
+    attrs.update(pool=pool, weights=ctx.attr("weights", None))
+    return ctx.op("tfidf_vectorizer", [ctx.input(0)], attrs)
 
 
 # ---- ai.onnx.ml --------------------------------------------------------------------------------

@@ -68,14 +68,4 @@ EXPECTED_FAILURES: dict[str, str] = {
     "test_image_decoder_decode_jpeg_bgr": "JPEG decoding needs a codec library (not a dependency)",
     "test_image_decoder_decode_jpeg2k_rgb": "JPEG 2000 decoding needs a codec library (not a dependency)",
     "test_image_decoder_decode_webp_rgb": "WebP decoding needs a codec library (not a dependency)",
-    # --- ai.onnx.ml / text ops not implemented yet ---------------------------------------------
-    "test_ai_onnx_ml_tree_ensemble_single_tree": "ai.onnx.ml TreeEnsemble not implemented",
-    "test_ai_onnx_ml_tree_ensemble_set_membership": "ai.onnx.ml TreeEnsemble not implemented",
-    "test_tfidfvectorizer_tf_only_bigrams_skip0": "TfIdfVectorizer not implemented",
-    "test_tfidfvectorizer_tf_batch_onlybigrams_skip0": "TfIdfVectorizer not implemented",
-    "test_tfidfvectorizer_tf_onlybigrams_levelempty": "TfIdfVectorizer not implemented",
-    "test_tfidfvectorizer_tf_onlybigrams_skip5": "TfIdfVectorizer not implemented",
-    "test_tfidfvectorizer_tf_batch_onlybigrams_skip5": "TfIdfVectorizer not implemented",
-    "test_tfidfvectorizer_tf_uniandbigrams_skip5": "TfIdfVectorizer not implemented",
-    "test_tfidfvectorizer_tf_batch_uniandbigrams_skip5": "TfIdfVectorizer not implemented",
 }
