@@ -116,6 +116,7 @@ def cmd_show(args) -> int:
                          f"give the drawing a file with -o FILE")
     if args.out:
         _check_parent(args.out)
+    dims = _parse_dims(args.dim)
     g = _load(args.model)
     report = None
     if level > 0 or args.dump_after:
@@ -124,7 +125,7 @@ def cmd_show(args) -> int:
         if dump and level == 0:
             raise InputError("--dump-after needs an optimization level: -O0 runs no passes", hint="add -O2")
         g, report = optimize_graph(g, level, dump_after=dump, dump_dir=args.dump_dir,
-                                   options={"plan_memory.dims": _parse_dims(args.dim)})
+                                   options={"plan_memory.dims": dims})
     written = list(getattr(report, "dumped", []) or [])
 
     if args.format in ("onnx", "dot", "svg"):
@@ -144,7 +145,7 @@ def cmd_show(args) -> int:
                 print(f"wrote {f}")
             return 0
 
-    if level > 0 or args.stats:
+    if level > 0 or args.stats or args.json:  # JSON always has the same keys, for scripts
         s = optimized_summary(g, report, level)
     else:
         s = graph_summary(g)

@@ -49,3 +49,4 @@ def _interp_factory(graph: Graph, **options):
 
 
 register_target("interp", _interp_factory)
+register_lazy_target("cpu", "irgraph.backends.cpu.target")

@@ -81,7 +81,8 @@ def _pow2_reciprocal(a: np.ndarray):
     mant, _ = np.frexp(f)
     if not np.all(np.abs(mant) == 0.5):
         return None
-    r = (1.0 / f).astype(a.dtype)
+    with np.errstate(all="ignore"):
+        r = (1.0 / f).astype(a.dtype)
     back = r.astype(np.float64)
     if not np.all(np.isfinite(back)) or not np.all(back * f == 1.0):
         return None

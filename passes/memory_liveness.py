@@ -162,7 +162,7 @@ class KernelGraph:
     def _inplace_pairs(self, nd: Node) -> list[tuple[int, Value]]:
         """(output index, input) pairs where the kernel may write the output over the input:
         each output element depends only on the same element of that input."""
-        if not is_elementwise_kernel(nd, self.types):
+        if not is_elementwise_kernel(nd):
             return []
         pairs = []
         for k, o in enumerate(nd.outputs):
@@ -175,34 +175,29 @@ class KernelGraph:
         return pairs
 
 
-def is_elementwise_kernel(nd: Node, types: dict[Value, TensorType] | None = None) -> bool:
-    """An elementwise op, or a fused ``elementwise`` group whose body is all elementwise ops and
-    whose outputs all span the whole iteration space (a smaller output would be rewritten at
-    every broadcast step, so overwriting one of its inputs in place would not be safe)."""
+def is_elementwise_kernel(nd: Node) -> bool:
+    """An elementwise op, or a fused ``elementwise`` group of elementwise ops whose outputs all
+    have the shape of its iteration space and no value inside larger than that (an output
+    smaller than the space would be rewritten at every broadcast step, so writing it over one
+    of its inputs in place would not be safe)."""
     if nd.op != "fused":
         return get_op(nd.op).kind == "elementwise" and len(nd.outputs) == 1
     if nd.attrs.get("group") != "elementwise":
         return False
     body = nd.attrs["body"]
-    if any(n.op == "fused" or get_op(n.op).kind != "elementwise" for n in body.nodes):
+    if not body.outputs or any(n.op == "fused" or get_op(n.op).kind != "elementwise" for n in body.nodes):
         return False
-    if len(body.outputs) > 1:
-        sizes = set()
-        for o, bo in zip(nd.outputs, body.outputs):
-            t = types.get(o) if types is not None else o.type
-            if t is None or not t.is_static:
-                return False
-            sizes.add(t.numel)
-        biggest = 0
-        for n in body.nodes:
-            for o in n.outputs:
-                if o.type.is_static:
-                    biggest = max(biggest, o.type.numel)
-                elif types is None:
-                    return False
-        if len(sizes) != 1 or (biggest and biggest > next(iter(sizes))):
-            return False
-    return True
+    space = body.outputs[0].type.shape
+    if space is None or any(o.type.shape != space for o in body.outputs):
+        return False
+    return all(_broadcasts_into(o.type.shape, space) for n in body.nodes for o in n.outputs)
+
+
+def _broadcasts_into(shape, space) -> bool:
+    """Does ``shape`` broadcast to ``space`` without growing it (so it is no larger)?"""
+    if shape is None or len(shape) > len(space):
+        return False
+    return all(d == 1 or d == s for d, s in zip(reversed(shape), reversed(space)))
 
 
 # ---- buffers over an order ------------------------------------------------------------------

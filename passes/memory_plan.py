@@ -150,7 +150,7 @@ def _validate(graph: Graph, plan: dict, errors: list[str]) -> None:
         if kind == "view" and (p.op not in VIEW_OPS or p.inputs[0] is not s):
             errors.append(f"view {out_name!r} <- {src_name!r}: {p.op} is not a view of its first input")
         if kind == "in-place":
-            if not is_elementwise_kernel(p, types):
+            if not is_elementwise_kernel(p):
                 errors.append(f"in-place {out_name!r} <- {src_name!r}: kernel {p.name!r} ({p.op}) is not elementwise")
             if types[o].numel != types[s].numel:
                 errors.append(f"in-place {out_name!r} <- {src_name!r}: element counts differ")

@@ -96,6 +96,7 @@ def test_show_O2_prints_optimized_ir_groups_with_onnx_names_and_memory(toy_o2, m
     code, out, err = _main(capsys, "show", path, "-O2")
     assert code == 0, err
     assert "= fused(%x" in out                               # the optimized IR
+    assert "\nkernels: 4 (fused 2, transpose 2)\n" in out
     gemm0, gemm1 = _onnx_names(m, "Gemm")
     (relu,) = _onnx_names(m, "Relu")
     groups = out[out.index("fused groups (2):"):]
@@ -141,6 +142,7 @@ def test_show_json_is_one_document_with_passes_kernels_memory(toy_o2, mlp, capsy
     assert (s["passes"][0]["nodes_before"], s["passes"][0]["nodes_after"]) == (7, 9)
     k = s["kernels"]
     assert (k["before"], k["count"], k["fused"]) == (7, 4, 2)
+    assert k["ops"] == {"fused": 2, "transpose": 2}
     gemm0, gemm1 = _onnx_names(m, "Gemm")
     assert [g["sources"] for g in k["groups"]] == [[gemm0, *_onnx_names(m, "Relu")], [gemm1]]
     assert [g["ops"] for g in k["groups"]] == [["matmul", "add", "relu"], ["matmul", "add"]]
@@ -150,9 +152,23 @@ def test_show_json_is_one_document_with_passes_kernels_memory(toy_o2, mlp, capsy
 
 
 def test_show_json_at_O0_has_no_passes_and_no_plan(mlp, capsys):
-    code, out, err = _main(capsys, "show", mlp[1], "-O0", "--json", "--stats")
+    code, out, err = _main(capsys, "show", mlp[1], "--json")
     s = json.loads(out)
-    assert s["passes"] == [] and s["memory"] is None and s["kernels"]["count"] == 7
+    assert s["opt_level"] == 0 and s["passes"] == [] and s["memory"] is None
+    assert s["kernels"] == {"before": 7, "count": 7, "fused": 0, "groups": [],
+                            "ops": {"add": 2, "matmul": 2, "transpose": 2, "relu": 1}}
+
+
+def test_show_dim_sizes_reach_the_memory_planner(mlp, monkeypatch, capsys):
+    def plan_with_dims(g, ctx):
+        g.meta["memory_plan"] = dict(PLAN, dims=ctx.option("plan_memory.dims"))
+        return False
+    monkeypatch.setitem(PIPELINES, 2, [Pass("plan_with_dims", plan_with_dims)])
+    code, out, err = _main(capsys, "show", mlp[1], "-O2", "--dim", "N=32", "--json")
+    assert code == 0, err
+    assert json.loads(out)["memory"]["dims"] == {"N": 32}
+    code, out, err = _main(capsys, "show", mlp[1], "-O2", "--dim", "N=32", "--no-ir")
+    assert "dims N=32" in out
 
 
 def test_show_output_to_file_is_atomic(toy_o2, mlp, tmp_path, capsys):
@@ -207,6 +223,7 @@ def test_dump_after_default_folder_is_irgraph_dump_in_cwd(toy_o2, mlp, tmp_path,
     (["-O2", "--format", "dot", "--json"], ["both print to stdout"]),
     (["-O2", "--format", "onnx", "-o", "no/such/dir/m.onnx"], ["does not exist"]),
     (["-O9"], ["unknown optimization level -O9"]),
+    (["-O2", "--dim", "N"], ["--dim takes NAME=SIZE"]),
 ])
 def test_show_errors_are_one_line(toy_o2, mlp, tmp_path, monkeypatch, capsys, args, words):
     monkeypatch.chdir(tmp_path)

@@ -50,17 +50,19 @@ class ModuleGen:
         return name
 
     # ---- kernels ------------------------------------------------------------------------------
-    def add_kernel(self, k: Kernel) -> ir.Function:
+    def add_kernel(self, k: Kernel, noalias: bool = True) -> ir.Function:
+        """``noalias=False`` when the caller may pass one buffer twice (an in-place update)."""
         bufs = k.buffers
         fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR] * len(bufs)), name=self.unique("k." + k.name))
         fn.linkage = "internal"
         fn.attributes.add("nounwind")
         fn.attributes.add("noinline")
-        for a in fn.args:
-            a.add_attribute("noalias")
+        if noalias:
+            for a in fn.args:
+                a.add_attribute("noalias")
         for a, b in zip(fn.args, bufs):
             a.name = symbol(b.name)
-        gen = _FnGen(self, fn, {id(b): a for b, a in zip(bufs, fn.args)}, bufs)
+        gen = _FnGen(self, fn, {id(b): a for b, a in zip(bufs, fn.args)}, bufs, noalias)
         gen.run(k.body, top=True)
         gen.b.ret_void()
         return fn
@@ -106,8 +108,9 @@ class ModuleGen:
 class _FnGen:
     """Emits statements into one LLVM function."""
 
-    def __init__(self, mg: ModuleGen, fn: ir.Function, ptrs: dict, bufs: list):
+    def __init__(self, mg: ModuleGen, fn: ir.Function, ptrs: dict, bufs: list, noalias: bool = True):
         self.mg = mg
+        self.noalias = noalias
         self.fn = fn
         self.ptrs = ptrs
         self.bufs = bufs
@@ -181,9 +184,11 @@ class _FnGen:
         body_fn = ir.Function(mg.module, ir.FunctionType(VOID, [PTR] * len(self.bufs) + [I64, I64]), name=name)
         body_fn.linkage = "internal"
         body_fn.attributes.add("nounwind")
-        for a in body_fn.args[:len(self.bufs)]:
-            a.add_attribute("noalias")
-        gen = _FnGen(mg, body_fn, {id(bf): a for bf, a in zip(self.bufs, body_fn.args)}, self.bufs)
+        if self.noalias:
+            for a in body_fn.args[:len(self.bufs)]:
+                a.add_attribute("noalias")
+        gen = _FnGen(mg, body_fn, {id(bf): a for bf, a in zip(self.bufs, body_fn.args)}, self.bufs,
+                     self.noalias)
         lo, hi = body_fn.args[-2:]
         gen.loop(s.var, lo, hi, s.body, {})
         gen.b.ret_void()
@@ -279,10 +284,27 @@ def kernel_module(kernels, num_threads: int = 1, name: str = "kernels") -> tuple
 
 def compile_module(mg: ModuleGen, speed_level: int = 3):
     """JIT the module for the host (libgomp made resolvable first when threads are used)."""
-    from .llvm_target import jit, load_gomp
+    import time
+
+    import llvmlite.binding as llvm
+
+    from . import llvm_target as lt
     if mg.uses_gomp:
-        load_gomp()
-    return jit(str(mg.module), speed_level)
+        lt.load_gomp()
+    tm = lt.host_target()
+    t0 = time.perf_counter()
+    mod = lt.parse(str(mg.module), tm)
+    t1 = time.perf_counter()
+    lt.optimize(mod, tm, speed_level)
+    t2 = time.perf_counter()
+    # MCJIT takes ownership of the target machine it is given and frees it with the engine, so
+    # the engine gets its own (llvm_target.jit hands it the shared cached one: after the first
+    # Library is collected, that cached machine is freed memory)
+    own_tm = lt.host_target.__wrapped__(3)
+    ee = llvm.create_mcjit_compiler(mod, own_tm)
+    ee.finalize_object()
+    t3 = time.perf_counter()
+    return lt.Library(ee, (mod, own_tm), {"parse": t1 - t0, "optimize": t2 - t1, "codegen": t3 - t2})
 
 
 def dtype_ok(d: DType) -> bool:

@@ -14,7 +14,7 @@ import models
 from irgraph import Graph, TensorType, run_graph
 from irgraph.dtype import float32, int64
 from irgraph.errors import CompileError, ExecutionError, InputError, VerifyError
-from irgraph.passes import PassContext, all_passes, run_passes
+from irgraph.passes import PassContext, all_passes, pipeline, run_passes
 from irgraph.passes.group import make_group
 from irgraph.passes.memory_arena import run_with_arena
 from irgraph.passes.memory_plan import validate_plan
@@ -458,20 +458,21 @@ FUSION = ["fold_batch_norm", "fuse_epilogues", "fuse_reductions", "fuse_elementw
 
 
 @pytest.mark.parametrize("name,dims", [("resnet18", {"N": 1}), ("bert_encoder", {"N": 1, "S": 16})])
-def test_after_registered_fusion_passes(name, dims):
-    have = [p for p in ["infer_shapes", "fold_constants", "simplify_algebra", "canonicalize",
-                        "recognize_patterns"] + FUSION + ["eliminate_dead_code"] if p in all_passes()]
-    if not any(p in have for p in FUSION):
+def test_after_the_o2_pipeline(name, dims):
+    """The -O2 pipeline (the passes of it registered so far) ends with plan_memory."""
+    names = [p for p in pipeline(2) if p in all_passes()]
+    if not any(p in names for p in FUSION):
         pytest.skip("no fusion pass is registered yet")
+    assert names[-1] == "plan_memory"
     m = _model("resnet18", image=224) if name == "resnet18" else _model("bert_encoder", layers=2, hidden=64)
-    g, _ = run_passes(irgraph.to_graph(m), have + ["plan_memory"],
-                      PassContext(verify=True, options={"plan_memory.dims": dims}))
+    g0 = irgraph.to_graph(m)
+    g, _ = run_passes(g0.copy(), names, PassContext(verify=True, options={"plan_memory.dims": dims}))
     p = g.meta["memory_plan"]
     validate_plan(g)
+    assert len(g.nodes) < len(g0.nodes)
     assert p["peak_bytes"] <= 1.05 * p["lower_bound_bytes"] and p["peak_bytes"] <= 0.5 * p["naive_bytes"]
     feeds = models.feeds(m, dims, seed=5)
-    want = run_graph(irgraph.to_graph(m), feeds)
-    for a, b in zip(run_with_arena(g, feeds), want):
+    for a, b in zip(run_with_arena(g, feeds), run_graph(g0, feeds)):
         np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
 
 
@@ -493,3 +494,72 @@ def test_int64_inputs_stay_outside_the_arena():
     g = _plan(g)
     assert set(g.meta["memory_plan"]["values"]) == {"s"}
     _check_numerics(g, [np.arange(6, dtype=np.int64)])
+
+
+# ---- random graphs ------------------------------------------------------------------------------
+_SHAPES = {"a": (4, 8), "b": (8, 4), "c": (32,)}
+
+
+def _random_graph(seed: int) -> Graph:
+    """A random DAG of elementwise ops, views, reductions, matmuls and fused elementwise groups
+    over a few shapes, with several outputs (some of them intermediates read later)."""
+    rng = np.random.default_rng(seed)
+    g = Graph()
+    pool = {"a": [g.add_input("x", TensorType(_SHAPES["a"], float32))], "b": [], "c": []}
+    consts = {k: g.add_const(np.linspace(0.5, 1.5, int(np.prod(s)), dtype=np.float32).reshape(s), f"k{k}")
+              for k, s in _SHAPES.items()}
+    axes = g.add_const(np.array([1], np.int64), "axes")
+    for i in range(int(rng.integers(8, 20))):
+        kinds = [k for k in pool if pool[k]]
+        k = kinds[int(rng.integers(len(kinds)))]
+        v = pool[k][int(rng.integers(len(pool[k])))]
+        r = rng.random()
+        if r < 0.3:
+            op = ["sin", "tanh", "neg", "relu", "sigmoid"][int(rng.integers(5))]
+            pool[k].append(g.op(op, [v], name=f"{op}{i}"))
+        elif r < 0.55:
+            w = pool[k][int(rng.integers(len(pool[k])))] if rng.random() < 0.7 else consts[k]
+            op = ["add", "mul", "sub"][int(rng.integers(3))]
+            pool[k].append(g.op(op, [v, w], name=f"{op}{i}"))
+        elif r < 0.75:
+            to = [t for t in _SHAPES if t != k][int(rng.integers(2))]
+            shape = g.add_const(np.array(_SHAPES[to], np.int64), f"shape{i}")
+            pool[to].append(g.op("reshape", [v, shape], name=f"reshape{i}"))
+        elif r < 0.88 and k == "a":
+            s = g.op("reduce_sum", [v, axes], {"keepdims": 1}, name=f"sum{i}")
+            pool["a"].append(g.op("sub", [v, s], name=f"center{i}"))
+        elif k == "a" and pool["b"]:
+            mm = g.op("matmul", [v, pool["b"][-1]], name=f"mm{i}")                    # [4,4]
+            pool["a"].append(g.op("matmul", [mm, consts["a"]], name=f"mm2_{i}"))      # [4,8]
+        else:
+            pool[k].append(g.op("exp", [g.op("neg", [g.op("relu", [v], name=f"r{i}")], name=f"n{i}")],
+                                name=f"e{i}"))
+    produced = [o for n in g.nodes for o in n.outputs]
+    outs = [produced[-1]] + [produced[int(j)] for j in rng.integers(len(produced), size=int(rng.integers(0, 3)))]
+    g.set_outputs(list(dict.fromkeys(outs)))
+    g.remove_unused()
+    # fuse a few single-reader elementwise pairs into elementwise groups
+    for _ in range(int(rng.integers(0, 3))):
+        users = g.users()
+        pairs = [(n, users[n.outputs[0]][0]) for n in g.nodes
+                 if n.op in ("sin", "tanh", "neg", "relu", "sigmoid", "add", "mul", "sub", "exp")
+                 and len(users.get(n.outputs[0], [])) == 1
+                 and users[n.outputs[0]][0].op in ("sin", "tanh", "neg", "relu", "sigmoid", "add", "mul", "sub", "exp")]
+        if not pairs:
+            break
+        make_group(g, list(pairs[int(rng.integers(len(pairs)))]), "elementwise")
+    g.verify()
+    return g
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_graphs(seed):
+    g = _random_graph(seed)
+    rng = np.random.default_rng(1000 + seed)
+    options = {"reorder": bool(rng.integers(2)), "inplace": bool(rng.random() < 0.8),
+               "views": bool(rng.random() < 0.8)}
+    g = _plan(g, **options)
+    p = g.meta["memory_plan"]
+    validate_plan(g)
+    assert p["lower_bound_bytes"] <= p["peak_bytes"] <= max(p["naive_bytes"], 0) + 64 * len(p["values"])
+    _check_numerics(g, _feed((4, 8), seed))

@@ -1,0 +1,163 @@
+"""The ``cpu`` target: ``irgraph.compile(model, target="cpu", **options)``.
+
+Options:
+  ``opt_level``   passes to run on the specialized graph when this factory is used directly
+                  (``irgraph.compile`` consumes ``opt_level`` itself and hands over the graph it
+                  optimized, so the default here is 0);
+  ``fallback``    (default False) run nodes that have no native lowering with the numpy
+                  reference between native segments instead of raising CompileError;
+  ``num_threads`` (default: all cores) threads for parallel loops (libgomp);
+  ``check_types`` accepted for compatibility with ``interp`` (inputs are checked by CompiledModel).
+
+Graphs are compiled for static shapes: a graph whose inputs have symbolic dims is specialized
+(every shape re-inferred, shape arithmetic folded) for each new binding of its symbols, on the
+call that first sees it, and the compiled program is kept for later calls. The runner's
+``report`` (``compiled._run.report``) says which nodes run natively and which fell back.
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+from irgraph.errors import CompileError, IrgraphError
+from irgraph.graph import Graph
+from irgraph.ops.evaluate import propagate_values
+from irgraph.ops.registry import get_op
+from irgraph.targets import register_target
+from irgraph.types import TensorType
+
+from .runtime import Program
+
+OPTIONS = ("opt_level", "fallback", "num_threads", "check_types")
+
+
+def specialize(graph: Graph, dims: dict) -> Graph:
+    """A copy of ``graph`` with its input symbols bound to ``dims`` and every type re-inferred."""
+    g = graph.copy()
+    for v in g.inputs:
+        t = v.type
+        if t.shape is not None:
+            v.type = TensorType([d if isinstance(d, int) else int(dims.get(d, 1)) for d in t.shape], t.dtype)
+        v.meta.pop("value", None)
+    try:
+        _reinfer(g)
+    except IrgraphError as e:
+        raise CompileError(f"the graph's shapes do not hold for dims {dims}: {e}") from e
+    return g
+
+
+def _reinfer(g: Graph) -> None:
+    for n in g.nodes:
+        if n.op == "fused":
+            body = n.attrs["body"]
+            for bv, v in zip(body.inputs, n.inputs):
+                bv.type = TensorType(v.type.shape, v.dtype)
+                bv.meta.pop("value", None)
+            _reinfer(body)
+            types = [o.type for o in body.outputs]
+        else:
+            types = get_op(n.op).infer_types(n.inputs, n.attrs, node=n.name, num_outputs=len(n.outputs))
+        for o, t in zip(n.outputs, types):
+            o.type = t
+            o.meta.pop("value", None)
+        propagate_values(n)
+
+
+def _symbols(graph: Graph) -> list:
+    out = []
+    for v in graph.inputs:
+        for d in v.type.shape or ():
+            if not isinstance(d, int) and d not in out:
+                out.append(d)
+    return out
+
+
+def _optimize(graph: Graph, level: int) -> tuple[Graph, list]:
+    if level <= 0:
+        return graph, []
+    from irgraph.passes import PassContext, all_passes, pipeline, run_passes
+    have = all_passes()
+    names = pipeline(level)
+    missing = [p for p in names if p not in have]
+    notes = [f"passes not available yet: {', '.join(missing)}"] if missing else []
+    g, _ = run_passes(graph, [p for p in names if p in have], PassContext(opt_level=level))
+    return g, notes
+
+
+def _replan(graph: Graph) -> tuple[Graph, list]:
+    """A memory plan made for symbolic dims (bound to 1) redone for the specialized shapes."""
+    from irgraph.passes import PassContext, run_passes
+    try:
+        g, _ = run_passes(graph, ["plan_memory"], PassContext())
+        return g, []
+    except IrgraphError as e:
+        graph.meta.pop("memory_plan", None)
+        return graph, [f"plan_memory failed on the specialized graph ({e}); planned here instead"]
+
+
+class CpuRunner:
+    """``runner(list_of_arrays) -> list_of_arrays``; compiles once per binding of the symbols."""
+
+    def __init__(self, graph: Graph, opt_level: int, fallback: bool, num_threads: int):
+        self.graph = graph
+        self.opt_level = opt_level
+        self.fallback = fallback
+        self.num_threads = num_threads
+        self.symbols = _symbols(graph)
+        self.programs: dict = {}
+        self._lock = threading.Lock()
+        self.last: Program | None = None
+        if not self.symbols:
+            self.last = self._program({})
+
+    def _program(self, dims: dict) -> Program:
+        key = tuple(sorted(dims.items()))
+        with self._lock:
+            p = self.programs.get(key)
+            if p is None:
+                g = specialize(self.graph, dims)
+                g, notes = _optimize(g, self.opt_level)
+                if dims and self.opt_level == 0 and "memory_plan" in g.meta:
+                    g, note = _replan(g)
+                    notes += note
+                if dims:
+                    notes = [f"specialized for {dims}"] + notes
+                p = Program(g, num_threads=self.num_threads, fallback=self.fallback, notes=notes)
+                self.programs[key] = p
+            return p
+
+    def __call__(self, inputs):
+        dims = {}
+        for v, a in zip(self.graph.inputs, inputs):
+            for d, n in zip(v.type.shape or (), a.shape):
+                if not isinstance(d, int):
+                    dims[d] = int(n)
+        p = self._program(dims)
+        self.last = p
+        return p.run(inputs)
+
+    @property
+    def report(self):
+        """The report of the most recently compiled/used program (None before the first call
+        of a model with symbolic dims)."""
+        return None if self.last is None else self.last.report
+
+    def kernels_ir(self) -> str:
+        return "" if self.last is None else self.last.kernels_ir()
+
+
+def cpu_factory(graph: Graph, **options) -> CpuRunner:
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise CompileError(f"target 'cpu' has no option(s) {unknown}", hint="options: " + ", ".join(OPTIONS))
+    level = int(options.get("opt_level") or 0)
+    if level < 0:
+        raise CompileError("opt_level must be >= 0", actual=level)
+    threads = options.get("num_threads")
+    threads = os.cpu_count() or 1 if threads is None else int(threads)
+    if threads < 1:
+        raise CompileError("num_threads must be >= 1", actual=threads)
+    return CpuRunner(graph, level, bool(options.get("fallback", False)), threads)
+
+
+register_target("cpu", cpu_factory)
