@@ -37,7 +37,9 @@ def replace_by_constants(graph: Graph, node: Node, arrays) -> None:
     every graph output keeps pointing at the same object and name.
     """
     for v, a in zip(node.outputs, arrays):
-        a = np.ascontiguousarray(a)
+        a = np.asarray(a)
+        if not a.flags.c_contiguous:  # (np.ascontiguousarray would make a 0-d array 1-d)
+            a = a.copy(order="C")
         if a.dtype == object or v.dtype.kind == "s":
             a = np.asarray(a, dtype=object)
         v.const = a

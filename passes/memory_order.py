@@ -2,8 +2,8 @@
 
 Any topological order of the kernels computes the same results; the order decides which
 tensors are alive together. ``candidate_orders`` returns a few cheap heuristic orders (the
-graph's own order among them); the planner places buffers for each and keeps the smallest
-arena. Every heuristic is a list scheduler over the ready kernels, priced by ``BufferSim``
+graph's own order among them); the planner prices each by its lower bound, places buffers
+for the promising ones and keeps the smallest arena. Every heuristic is a list scheduler over the ready kernels, priced by ``BufferSim``
 (bytes a kernel allocates minus bytes it frees, in-place reuse and views included), and runs
 in O(kernels × ready kernels).
 """

@@ -6,6 +6,7 @@ A plan is what backends read to lay out one arena (``graph.meta["memory_plan"]``
      "dims": {"N": 1, "S": 128},                 # the symbol bindings the sizes are for
      "inputs": {"x": {"shape": [1, 3, 224, 224], "dtype": "float32"}},
      "order": ["conv_1", ...],                   # kernel order = the graph's node order
+     "order_strategy": "graph", "placement": "size",   # which heuristics won (for reports)
      "arena_bytes": 6422528, "peak_bytes": 6422528,
      "naive_bytes": 34975552, "lower_bound_bytes": 6422528,
      "values": {"conv_2": {"offset": 0, "bytes": 3211264, "shape": [1, 64, 112, 112],
