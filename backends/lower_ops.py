@@ -399,13 +399,14 @@ def rule_block(ctx, n, ins):
 
 def rule_trilu(ctx, n, ins):
     x = ins[0]
-    k = int(_need_const(n, 1, "k").reshape(-1)[0]) if len(n.inputs) > 1 and n.inputs[1] is not None else 0
+    kt = ins[1] if len(ins) > 1 else None
     upper = bool(n.attrs["upper"])
     b = IRBuilder()
 
     def fn(idx):
+        k = iconst(0) if kt is None else b.cast(kt.at([iconst(0)] * kt.rank), INDEX)  # may be a run-time value
         diff = isub(idx[-1], idx[-2])
-        keep = b.ge(diff, iconst(k)) if upper else b.le(diff, iconst(k))
+        keep = b.ge(diff, k) if upper else b.le(diff, k)
         return b.select(keep, x.at(idx), Const(0, x.dtype))
     return [Generic(x.shape, x.dtype, ctx, fn, x.cost() + 2)]
 

@@ -43,6 +43,10 @@ def verify_graph(graph: Graph, _outer: frozenset = frozenset()) -> None:
             if v.dtype is not t.dtype or (t.rank is not None and v.type.rank is not None and v.type.rank != t.rank):
                 raise VerifyError(f"output {v.name!r} has type {v.type!r}, inference gives {t!r}",
                                   node=n.name, op=n.op, expected=t, actual=v.type)
+            if t.shape is not None and v.type.shape is not None and any(
+                    isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(v.type.shape, t.shape)):
+                raise VerifyError(f"output {v.name!r} has shape {v.type.shape}, inference gives {t.shape}",
+                                  node=n.name, op=n.op, expected=t, actual=v.type)
             _define(defined, v, "node output")
         for sg in n.subgraphs():
             verify_graph(sg, frozenset(defined))

@@ -16,7 +16,8 @@ from .manager import PassRecord, PassReport, optimize, run_passes  # noqa: F401
 from .registry import Pass, PassResult, all_passes, get_pass, register_pass  # noqa: F401
 from .pipelines import PIPELINES, pipeline  # noqa: F401
 
-_INFRA = {"context", "manager", "registry", "pipelines", "rewrite", "group", "instruments"}
+_INFRA = {"context", "manager", "registry", "pipelines", "rewrite", "group", "instruments",
+          "bisect", "draw"}
 
 for _m in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     if _m not in _INFRA and not _m.startswith("_"):

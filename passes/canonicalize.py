@@ -34,7 +34,8 @@ from .simplify_algebra import rewrite_everywhere, same_type, typed, zero
 
 COMMUTATIVE = ("add", "mul", "maximum", "minimum", "equal", "logical_and", "logical_or",
                "logical_xor", "bitwise_and", "bitwise_or", "bitwise_xor")
-FLIPPED = {"greater": "less", "less": "greater", "greater_equal": "less_equal", "less_equal": "greater_equal"}
+FLIPPED = {"greater": "less", "less": "greater",
+           "greater_equal": "less_equal", "less_equal": "greater_equal"}
 REDUCTIONS = ("reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod")
 # largest constant a rule copies (negated, inverted): the fold_constants cap, for the same reason
 MAX_NEW_CONST_BYTES = 64 * 1024
@@ -135,14 +136,15 @@ def canonical_rules(max_bytes: int = MAX_NEW_CONST_BYTES, signed_zeros: bool = F
     small = _small(max_bytes)
     rules = [Rule(f"const_right_{op}", Op(op, Const("c"), Var("x", where=_not_known)), _swap(op))
              for op in COMMUTATIVE]
-    rules += [Rule(f"compare_right_{op}", Op(op, Const("c"), Var("x", where=_not_known)), _swap(FLIPPED[op]))
-              for op in FLIPPED]
+    rules += [Rule(f"compare_right_{op}", Op(op, Const("c"), Var("x", where=_not_known)),
+                   _swap(FLIPPED[op])) for op in FLIPPED]
     rules += [
         Rule("sub_const", Op("sub", Var("x", where=_not_known), Const("c", where=small)), _sub_const),
         Rule("div_pow2", Op("div", Var("x", where=_not_known), Const("c", where=small)), _div_pow2),
         Rule("mul_minus_one", Op("mul", Var("x"), Const(where=_minus_one)), _neg_if_same),
         # -0.0 - x is -x for every x; +0.0 - x only up to the sign of a zero result
-        Rule("zero_sub", Op("sub", Const(where=zero(True if signed_zeros else None)), Var("x")), _neg_if_same),
+        Rule("zero_sub", Op("sub", Const(where=zero(True if signed_zeros else None)), Var("x")),
+             _neg_if_same),
         Rule("explicit_perm", Op("transpose", Var("x"), where=lambda n: n.attrs.get("perm") is None),
              _explicit_perm),
         Rule("reduce_axes", Op(REDUCTIONS, Var("x"), where=lambda n: len(n.inputs) > 1), _reduce_axes),

@@ -96,7 +96,9 @@ def _fold_round(graph: Graph, max_bytes: int) -> tuple[bool, bool]:
         if any(v is not None and known_value(v) is None for v in n.inputs) and \
                 not all("value" in o.meta for o in n.outputs):
             continue  # (``shape`` of a static tensor is known without its input's value)
-        consts = {id(v): v for v in n.inputs if v is not None and v.const is not None}
+        # this graph's constant inputs (an enclosing graph's may have readers we do not see)
+        consts = {id(v): v for v in n.inputs
+                  if v is not None and v.const is not None and graph.constants.get(v.name) is v}
         # bytes the fold frees: constant inputs nobody else reads (a weight-only chain)
         freed = sum(v.const.nbytes for v in consts.values()
                     if id(v) not in outputs and all(u is n for u in users.get(v, ())))
@@ -116,7 +118,7 @@ def _fold_round(graph: Graph, max_bytes: int) -> tuple[bool, bool]:
             us = users.get(v)
             if us is not None and n in us:
                 us.remove(n)
-            if id(v) in consts and not users.get(v) and id(v) not in outputs and graph.constants.get(v.name) is v:
+            if id(v) in consts and not users.get(v) and id(v) not in outputs:
                 del graph.constants[v.name]  # its only reader is gone: the fold took its place
         changed = True
     return changed, False

@@ -44,7 +44,8 @@ _MOVERS = {"gather": (0,), "slice": (0,), "squeeze": (0,), "unsqueeze": (0,), "r
 
 
 @register_pass("infer_shapes", ensures={"shapes_inferred"},
-               description="re-run inference everywhere; follow shape arithmetic; static shape values become constants")
+               description="re-run inference everywhere; follow shape arithmetic; "
+                           "static shape values become constants")
 def infer_shapes(graph: Graph, ctx) -> bool:
     state = _State()
     changed = state.infer_graph(graph)
@@ -75,15 +76,15 @@ class _State:
 
     def merge(self, old: TensorType, new: TensorType, node: Node) -> TensorType:
         if old.dtype is not new.dtype:
-            raise ShapeError(f"inference now gives dtype {new.dtype.name}, the graph says {old.dtype.name}",
-                             node=node.name, op=node.op)
+            raise ShapeError(f"inference now gives dtype {new.dtype.name}, the graph says "
+                             f"{old.dtype.name}", node=node.name, op=node.op)
         if new.shape is None:
             return old
         if old.shape is None:
             return new
         if len(old.shape) != len(new.shape):
-            raise ShapeError(f"inference now gives rank {len(new.shape)}, the graph says {len(old.shape)}",
-                             node=node.name, op=node.op, expected=old, actual=new)
+            raise ShapeError(f"inference now gives rank {len(new.shape)}, the graph says "
+                             f"{len(old.shape)}", node=node.name, op=node.op, expected=old, actual=new)
         dims = []
         for a, b in zip(old.shape, new.shape):
             b = self.resolve(b)
@@ -157,7 +158,9 @@ class _State:
         return got
 
     def set_elems(self, v: Value, elems: list) -> None:
-        if v.dtype.kind not in "iu" or v.type.rank is None or v.type.rank > 1 or len(elems) > MAX_SYMBOLIC:
+        if v.dtype.kind not in "iu" or v.type.rank is None or v.type.rank > 1:
+            return
+        if len(elems) > MAX_SYMBOLIC:
             return
         want = 1 if v.type.rank == 0 else v.type.shape[0]
         if is_static_dim(want) and want != len(elems):
@@ -204,7 +207,8 @@ class _State:
             if isinstance(x, int) and isinstance(y, int):
                 try:
                     with np.errstate(all="ignore"):
-                        r = opdef.run_reference([np.array(x, o.dtype.np), np.array(y, o.dtype.np)], n.attrs)[0]
+                        pair = [np.array(x, o.dtype.np), np.array(y, o.dtype.np)]
+                        r = opdef.run_reference(pair, n.attrs)[0]
                     res.append(int(r))
                 except Exception:
                     res.append(None)
@@ -236,7 +240,8 @@ class _State:
                 e = self.elems(v)
                 if e is None or v.type.shape is None or not v.type.is_static or v.type.numel != len(e):
                     return
-                args.append(np.arange(len(pool), len(pool) + len(e), dtype=np.int64).reshape(v.type.shape))
+                index = np.arange(len(pool), len(pool) + len(e), dtype=np.int64)
+                args.append(index.reshape(v.type.shape))
                 pool.extend(e)
             else:
                 a = known_value(v)
@@ -275,7 +280,8 @@ class _State:
             spec = self.elems(n.inputs[0])
             if spec is None:
                 return None
-            return TensorType(tuple(fresh_dim("cshape") if e is None else e for e in spec), n.outputs[0].dtype)
+            dims = tuple(fresh_dim("cshape") if e is None else e for e in spec)
+            return TensorType(dims, n.outputs[0].dtype)
         return None
 
 

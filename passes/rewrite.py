@@ -117,6 +117,8 @@ class _Matcher:
             n = v.producer
             if n is None or v.graph is None or n not in self.users.get("__nodes__", ()):
                 return False
+            if pat.name and m.values.get(pat.name, v) is not v:
+                return False  # a name bound twice must bind the same value
             if not self.match_node(pat, n, m):
                 return False
             if pat.name:

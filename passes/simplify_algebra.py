@@ -190,7 +190,8 @@ def _view_of_view(m: Match, g):
             rest = [i for i in range(r2) if i not in a2]  # the intermediate's axes, in order
             axes = sorted(a2 + [rest[k] for k in a1])
             return g.op("unsqueeze", [x, _const(g, axes, "axes")], name=m.root.name)
-    if outer.op == inner.op == "squeeze" and rank is not None and len(inner.inputs) > 1 and len(outer.inputs) > 1:
+    if outer.op == inner.op == "squeeze" and rank is not None and len(inner.inputs) > 1 \
+            and len(outer.inputs) > 1:
         a1, a2 = _ints(inner.inputs[1]), _ints(outer.inputs[1])
         if a1 is not None and a2 is not None:
             a1 = sorted(a % rank for a in a1)
@@ -200,7 +201,8 @@ def _view_of_view(m: Match, g):
             return g.op("squeeze", [x, _const(g, axes, "axes")], name=m.root.name)
     if out.type.is_static:
         shape = list(out.type.shape)
-        return g.op("reshape", [x, _const(g, shape, "shape")], {"allowzero": int(0 in shape)}, name=m.root.name)
+        return g.op("reshape", [x, _const(g, shape, "shape")], {"allowzero": int(0 in shape)},
+                    name=m.root.name)
     if outer.op == "reshape":
         spec = _ints(outer.inputs[1])
         allowzero = outer.attrs.get("allowzero", 0)
@@ -266,7 +268,8 @@ def _dropout_inference(m: Match, g):
     if not off:
         return None
     x = m["x"]
-    return [x, g.op("full_like", [x], {"value": 1.0, "dtype": dt.bool_}, name=m.root.name)][:len(n.outputs)]
+    mask = g.op("full_like", [x], {"value": 1.0, "dtype": dt.bool_}, name=m.root.name)
+    return [x, mask][:len(n.outputs)]
 
 
 # ---- the rule set -----------------------------------------------------------------------
@@ -285,7 +288,8 @@ def algebra_rules(signed_zeros: bool = False) -> list[Rule]:
         Rule("sub_neg", Op("sub", Var("x"), Op("neg", Var("y"))), _neg_binary("add")),
         Rule("relu_relu", Op("relu", Op("relu", Var("x"), name="inner")), _same_node_output("inner")),
         Rule("abs_abs", Op("abs", Op("abs", Var("x"), name="inner")), _same_node_output("inner")),
-        Rule("abs_neg", Op("abs", Op("neg", Var("x"))), lambda m, g: g.op("abs", [m["x"]], name=m.root.name)),
+        Rule("abs_neg", Op("abs", Op("neg", Var("x"))),
+             lambda m, g: g.op("abs", [m["x"]], name=m.root.name)),
         Rule("transpose_identity", Op("transpose", Var("x"), where=_is_identity_perm), _keep_shape),
         Rule("transpose_transpose", Op("transpose", Op("transpose", Var("x"), name="inner")),
              _compose_transposes),

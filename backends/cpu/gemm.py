@@ -105,7 +105,7 @@ class GemmConfig:
     unroll: int = 4         # k-loop unroll of the micro-kernel
     prefetch_c: bool = True
     small_m: int = 4        # M below this: streaming GEMV path without packing
-    gemv_kb: int = 4        # rows of B streamed together by the GEMV path
+    gemv_kb: int = 8        # rows of B streamed together by the GEMV path (half for M > 1)
     parallel_min_flops: int = 1 << 20   # below: one thread (a libgomp region costs ~1-2 us)
 
     def __post_init__(self):
@@ -131,9 +131,9 @@ class GemmConfig:
         if lanes == 16:
             base = cls(lanes=16, mr=14, nr=32, kc=1024, mc=112, nc=1024)
         elif lanes == 8:
-            base = cls(lanes=8, mr=6, nr=16, kc=512, mc=96, nc=2048)
+            base = cls(lanes=8, mr=6, nr=16, kc=512, mc=96, nc=2048, gemv_kb=4)
         elif lanes == 4:
-            base = cls(lanes=4, mr=6, nr=8, kc=256, mc=96, nc=1024)
+            base = cls(lanes=4, mr=6, nr=8, kc=256, mc=96, nc=1024, gemv_kb=4)
         else:
             raise CompileError(f"GEMM vector width must be 4, 8 or 16 lanes, got {lanes}")
         return replace(base, **overrides)
@@ -656,7 +656,9 @@ class _GemmEmitter:
         """``void gemv_r(ptr A, i64 rsa, i64 csa, ptr B, i64 ldb, ptr C, i64 ldc, i64 N, i64 K)``:
         ``rows`` rows of C = A @ B with B streamed row by row, gemv_kb rows at a time, into C rows
         kept in L1 (walking B by column blocks, stride ldb between k, ran at 0.58x OpenBLAS)."""
-        L, KB = self.L, self.cfg.gemv_kb
+        # B rows per pass: more rows mean fewer passes over C, but each needs a register for a
+        # broadcast of A per row of C
+        L, KB = self.L, (self.cfg.gemv_kb if rows == 1 else max(2, self.cfg.gemv_kb // 2))
         fn, b = _function(self.mod, f"{self.p}.gemv{rows}", [PTR, I64, I64, PTR, I64, PTR, I64, I64, I64],
                           noinline=True)
         A, rsa, csa, B, ldb, C, ldc, N, K = fn.args
@@ -1091,29 +1093,35 @@ class CompiledGemm:
         self.kernel = kernel
         self.lib = lib
         self._fn = lib.cfunc(kernel.name, None, *([_VP] * 5 + [_I64] * 12 + [_VP, _I64]))
-        self._ws = np.empty(0, np.uint8)
+        self._ws = np.empty(64, np.uint8)
+        self._ws_ptr = self._ws.ctypes.data
         self._lock = threading.Lock()
         self.num_threads = threads.default_num_threads()
 
     @staticmethod
     def _operand(x, name, ndims=(2, 3)):
-        if not isinstance(x, np.ndarray) or x.dtype != np.float32:
-            raise InputError("GEMM operands must be float32 numpy arrays", input=name,
-                             actual=getattr(x, "dtype", type(x).__name__))
+        if type(x) is not np.ndarray or x.dtype.char != "f":
+            if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+                raise InputError("GEMM operands must be float32 numpy arrays", input=name,
+                                 actual=getattr(x, "dtype", type(x).__name__))
         if x.ndim not in ndims:
             raise InputError("GEMM operand has the wrong rank", input=name,
                              expected=" or ".join(map(str, ndims)), actual=x.ndim)
-        if x.strides[-1] != 4 or any(s % 4 for s in x.strides):
+        st = x.strides
+        if st[-1] != 4 or st[0] & 3 or (len(st) == 3 and st[1] & 3):
             x = np.ascontiguousarray(x)
         return x
 
     def __call__(self, a, b, bias=None, residual=None, out=None, num_threads=None):
         k = self.kernel
         a = self._operand(a, "A")
+        sa = a.strides
+        if k.trans_a:
+            K, M = a.shape[-2:]
+        else:
+            M, K = a.shape[-2:]
+        lda = sa[-2] >> 2
         batch_a = a.shape[0] if a.ndim == 3 else None
-        M, K = (a.shape[-1], a.shape[-2]) if k.trans_a else (a.shape[-2], a.shape[-1])
-        lda = a.strides[-2] // 4
-        sa = a.strides[0] // 4 if a.ndim == 3 else 0
         if k.packed_b:
             if not isinstance(b, PackedB) or b.nr != k.config.nr:
                 raise InputError("this kernel takes B packed by its pack_b()", input="B",
@@ -1122,10 +1130,13 @@ class CompiledGemm:
             bptr, ldb, sb = b.data.ctypes.data, 0, (b.batch_stride if b.batch else 0)
         else:
             b = self._operand(b, "B")
-            Kb, N = (b.shape[-1], b.shape[-2]) if k.trans_b else (b.shape[-2], b.shape[-1])
+            if k.trans_b:
+                N, Kb = b.shape[-2:]
+            else:
+                Kb, N = b.shape[-2:]
             batch_b = b.shape[0] if b.ndim == 3 else None
-            bptr, ldb = b.ctypes.data, b.strides[-2] // 4
-            sb = b.strides[0] // 4 if b.ndim == 3 else 0
+            bptr, ldb = b.ctypes.data, b.strides[-2] >> 2
+            sb = b.strides[0] >> 2 if b.ndim == 3 else 0
         if Kb != K:
             raise InputError("inner dimensions of A and B differ", input="B", expected=K, actual=Kb)
         if batch_a is not None and batch_b is not None and batch_a != batch_b:
@@ -1134,41 +1145,43 @@ class CompiledGemm:
         oshape = (M, N) if batch is None else (batch, M, N)
         if batch is None:
             batch = 1
+        bias_ptr = res_ptr = ldr = sr = 0
         if bias is not None:
             bias = self._operand(bias, "bias", (1,))
-            if bias.shape != (N,):
+            if bias.shape[0] != N:
                 raise InputError("bias must hold one value per output column", input="bias",
                                  expected=(N,), actual=bias.shape)
-        ldr = sr = 0
+            bias_ptr = bias.ctypes.data
         if residual is not None:
             residual = self._operand(residual, "residual")
             if residual.shape[-2:] != (M, N) or (residual.ndim == 3 and residual.shape[0] != batch):
                 raise InputError("residual must have the output's shape", input="residual",
                                  expected=oshape, actual=residual.shape)
-            ldr = residual.strides[-2] // 4
-            sr = residual.strides[0] // 4 if residual.ndim == 3 else 0
+            ldr = residual.strides[-2] >> 2
+            sr = residual.strides[0] >> 2 if residual.ndim == 3 else 0
+            res_ptr = residual.ctypes.data
         if out is None:
             out = np.empty(oshape, np.float32)
-        elif (not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != oshape
-              or out.strides[-1] != 4 or any(s % 4 for s in out.strides) or not out.flags.writeable):
+        elif (type(out) is not np.ndarray or out.dtype.char != "f" or out.shape != oshape
+              or out.strides[-1] != 4 or any(s & 3 for s in out.strides) or not out.flags.writeable):
             raise InputError("out must be a writable float32 array with unit column stride",
                              input="out", expected=oshape, actual=getattr(out, "shape", None))
-        ldc = out.strides[-2] // 4
-        sc = out.strides[0] // 4 if out.ndim == 3 else 0
-        nth = max(1, int(num_threads or self.num_threads))
+        ldc = out.strides[-2] >> 2
+        sc = out.strides[0] >> 2 if out.ndim == 3 else 0
+        nth = self.num_threads if num_threads is None else max(1, int(num_threads))
         need = k.workspace_bytes(M, N, K, nth)
-        locked = self._lock.acquire(blocking=False)
-        try:
-            if locked:
+        if self._lock.acquire(blocking=False):
+            try:
                 if self._ws.size < need:
                     self._ws = np.empty(need, np.uint8)
-                ws = self._ws
-            else:
-                ws = np.empty(need, np.uint8)
-            self._fn(a.ctypes.data, bptr, 0 if bias is None else bias.ctypes.data,
-                     0 if residual is None else residual.ctypes.data, out.ctypes.data,
-                     M, N, K, lda, ldb, ldr, ldc, batch, sa, sb, sr, sc, ws.ctypes.data, nth)
-        finally:
-            if locked:
+                    self._ws_ptr = self._ws.ctypes.data
+                self._fn(a.ctypes.data, bptr, bias_ptr, res_ptr, out.ctypes.data, M, N, K, lda, ldb,
+                         ldr, ldc, batch, sa[0] >> 2 if a.ndim == 3 else 0, sb, sr, sc,
+                         self._ws_ptr, nth)
+            finally:
                 self._lock.release()
+        else:   # another thread is using the shared workspace
+            ws = np.empty(need, np.uint8)
+            self._fn(a.ctypes.data, bptr, bias_ptr, res_ptr, out.ctypes.data, M, N, K, lda, ldb,
+                     ldr, ldc, batch, sa[0] >> 2 if a.ndim == 3 else 0, sb, sr, sc, ws.ctypes.data, nth)
         return out

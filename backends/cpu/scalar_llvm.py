@@ -346,6 +346,7 @@ class LLVMScalar(ScalarBuilder):
         done = fn.append_basic_block("done")
         b = ir.IRBuilder(entry)
         one, zero = ir.Constant(t, 1), ir.Constant(t, 0)
+        e0 = b.select(b.icmp_signed("<", y, zero), zero, y) if signed else y
         b.branch(loop)
         b.position_at_end(loop)
         acc = b.phi(t)
@@ -353,7 +354,7 @@ class LLVMScalar(ScalarBuilder):
         e = b.phi(t)
         acc.add_incoming(one, entry)
         base.add_incoming(x, entry)
-        e.add_incoming(b.select(b.icmp_signed("<", y, zero), zero, y) if signed else y, entry)
+        e.add_incoming(e0, entry)
         odd = b.trunc(e, I1)
         acc2 = b.select(odd, b.mul(acc, base), acc)
         base2 = b.mul(base, base)

@@ -325,8 +325,12 @@ class ConvertCtx:
     # ---- building ------------------------------------------------------------------------
     def op(self, op: str, inputs, attrs: dict | None = None, num_outputs: int | None = None, name: str | None = None):
         before = len(self.g.nodes)
+        source = [self.name]
+        for p in getattr(self.node, "metadata_props", ()):
+            if p.key == "source" and p.value:  # written by our exporter: keep the original names
+                source = p.value.split(",")
         res = self.g.op(op, inputs, attrs, name=name or self.name, num_outputs=num_outputs,
-                        meta={"source": [self.name], "onnx_op": self.op_type, "opset": self.opset})
+                        meta={"source": source, "onnx_op": self.op_type, "opset": self.opset})
         for node in self.g.nodes[before:]:
             self.new_nodes.add(node)
         return res

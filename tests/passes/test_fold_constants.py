@@ -222,3 +222,16 @@ def test_light_models_keep_their_results(light):
         assert v.name in before.constants or v.const.nbytes <= DEFAULT_MAX_BYTES
     feeds = {k: (0.1 * v).astype(v.dtype) for k, v in models.feeds(m, seed=0).items()}
     _same_results(before, g, feeds)
+
+
+def test_scalars_stay_scalars():
+    # a folded 0-d value keeps rank 0 (np.ascontiguousarray would have made it 1-d)
+    g = Graph()
+    x = g.add_input("x", TensorType((3, 4), float32))
+    n = g.op("size", [x], name="n")
+    half = g.op("mul", [g.op("cast", [n], {"to": float32}), g.add_const(np.array(0.5, np.float32), "h")])
+    g.set_outputs([n, g.op("mul", [x, half])])
+    before = g.copy()
+    g, rec = _fold(g)
+    assert [nd.op for nd in g.nodes] == ["mul"] and n.is_const and n.const.shape == ()
+    _same_results(before, g, [_rand(3, 4)], exact=True)
