@@ -106,11 +106,10 @@ class _State:
 
     # ---- graphs ------------------------------------------------------------------------
     def infer_graph(self, graph: Graph) -> bool:
+        # input types are given (a loop body's carried values may change shape between
+        # iterations, so what the initial value turned out to be says nothing about them)
         changed = False
         for v in graph.inputs:
-            t = self.resolve_type(v.type)
-            if t != v.type:
-                v.type, changed = t, True
             self.note_known(v)
         for v in graph.constants.values():
             self.note_known(v)
@@ -134,7 +133,9 @@ class _State:
                 v.type, changed = merged, True
         if not all("value" in o.meta for o in n.outputs):
             propagate_values(n)
-        self.follow_values(n, opdef)
+        before = [o.type for o in n.outputs]
+        self.follow_values(n, opdef)  # may learn the length of a shape vector
+        changed |= any(o.type != t for o, t in zip(n.outputs, before))
         for o in n.outputs:
             self.note_known(o)
         return changed

@@ -108,8 +108,8 @@ class _Matcher:
                 try:
                     if not (a.size and np.all(a == np.asarray(pat.value, dtype=a.dtype))):
                         return False
-                except (TypeError, ValueError):
-                    return False
+                except (TypeError, ValueError, OverflowError):
+                    return False  # e.g. value=-1 against a uint8 constant: not a match
             if pat.where is not None and not pat.where(a):
                 return False
             return self._bind(pat.name, v, m)

@@ -14,7 +14,8 @@ pass removes ``x + 0.0`` (and ``x - (-0.0)``, ``0.0 - x -> -x`` in canonicalize)
 
 The rules (names as logged by the rewrite engine):
   mul_one, div_one, add_zero, sub_zero, pow_one   x*1, 1*x, x/1, x+0, 0+x, x-0, x**1 -> x
-  pow_two                                         x**2 -> x*x (float x; both correctly rounded)
+  pow_two                                         x**2 -> x*x (float x; x*x is the correctly
+                                                  rounded square, pow at best equal to it)
   neg_neg, add_neg, sub_neg                       -(-x) -> x, x+(-y) -> x-y, x-(-y) -> x+y
   relu_relu, abs_abs, abs_neg                     idempotent activations
   transpose_identity, transpose_transpose         identity perms dropped, two perms composed
@@ -23,6 +24,11 @@ The rules (names as logged by the rewrite engine):
   cast_noop, cast_roundtrip                       cast to x's dtype; a lossless cast undone
   dropout_inference                               dropout with ratio 0 or training_mode false
   concat_single, slice_all                        concat of one input; slice covering x
+
+ONNX Identity never reaches the graph (the importer maps it to its input), so there is no
+identity op to remove. Left alone because they are not exact: x*0 and x-x (inf, NaN), x/x,
+sqrt(x)*sqrt(x) and sqrt(x*x) (rounding, overflow), x**0.5 -> sqrt(x) (they differ at -0.0
+and -inf), x**-1 -> 1/x, and any reassociation.
 """
 from __future__ import annotations
 
@@ -41,8 +47,8 @@ from .rewrite import Const, Match, Op, Rule, Var, rewrite
 VIEWS = ("reshape", "squeeze", "unsqueeze")
 
 
-@register_pass("simplify_algebra", description="exact algebraic identities: x*1, x+0, double transpose, "
-               "reshape chains, no-op casts, inference dropout ...")
+@register_pass("simplify_algebra", description="exact algebraic identities: x*1, x+0, double "
+               "transpose, reshape chains, no-op casts, inference dropout ...")
 def simplify_algebra(graph: Graph, ctx) -> bool:
     rules = algebra_rules(signed_zeros=bool(ctx.option("simplify_algebra.signed_zeros", False)))
     return rewrite_everywhere(graph, rules)

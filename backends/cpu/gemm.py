@@ -402,29 +402,37 @@ class VecOps:
         big = b.fsub(self.const(1.0), b.fdiv(self.const(2.0), b.fadd(e, self.const(1.0))))
         return self.copysign(b.select(small, p, big), x)
 
-    def erfc_nonneg(self, u):
+    def erfc_nonneg(self, u, u2=None):
         """erfc(u) for u >= 0, with relative accuracy: 1 - u*P(u^2) below 1, else
-        e^(-u^2) * G(1/u) / u with u^2 split into hi + lo so e^(-u^2) keeps its precision."""
+        e^(-u^2) * G(1/u) / u. ``u2`` = (hi, lo) with hi + lo = u^2 to more than float precision
+        (an error d in u^2 scales e^(-u^2) by 1 - d, and u^2 reaches 100)."""
         b = self.b
         one = self.const(1.0)
         small = self.lt(u, one)
         e_small = b.fsub(one, b.fmul(u, self.horner(_ERF_P, b.fmul(u, u))))
         ul = self.clamp_lo(u, one)
         w = b.fdiv(one, ul)
-        hi = b.fmul(ul, ul)
-        lo = self.fma(ul, ul, b.fsub(self.zero, hi))    # exact with FMA hardware, 0 without
+        if u2 is None:
+            hi = b.fmul(ul, ul)
+            lo = self.fma(ul, ul, b.fsub(self.zero, hi))   # exact with FMA hardware, 0 without
+        else:
+            hi, lo = u2
         ex = b.fmul(self.exp(b.fsub(self.zero, hi)), b.fsub(one, lo))
         e_big = b.fmul(b.fmul(ex, self.horner(_ERFC_P, w)), w)
         e_big = b.select(self.lt(ul, self.const(10.0)), e_big, self.zero)
         return b.select(small, e_small, e_big)
 
     def gelu(self, x):
-        """0.5*x*(1 + erf(x/sqrt2)) = 0.5*x*(2 - erfc(u)) for x >= 0, 0.5*x*erfc(|u|) below."""
+        """0.5*x*(1 + erf(x/sqrt2)) = 0.5*x*(2 - erfc(u)) for x >= 0, 0.5*x*erfc(|u|) below.
+        u^2 = x^2/2 is formed from x (hi + lo by FMA) rather than from the rounded u."""
         b = self.b
         u = self.fabs(b.fmul(x, self.const(0.7071067811865476)))
-        e = self.erfc_nonneg(u)
+        xx = b.fmul(x, x)
+        xx_lo = self.fma(x, x, b.fsub(self.zero, xx))
+        half = self.const(0.5)
+        e = self.erfc_nonneg(u, (b.fmul(half, xx), b.fmul(half, xx_lo)))
         f = b.select(self.lt(x, self.zero), e, b.fsub(self.const(2.0), e))
-        return b.fmul(b.fmul(self.const(0.5), x), f)
+        return b.fmul(b.fmul(half, x), f)
 
     def gelu_tanh(self, x):
         """0.5*x*(1 + tanh(z)) = x*sigmoid(2z), z = sqrt(2/pi)*(x + 0.044715*x^3): no cancellation."""
@@ -1054,29 +1062,21 @@ class GemmKernel:
     def workspace_bytes(self, M: int, N: int, K: int, num_threads: int = 1) -> int:
         return workspace_bytes(self.config, M, N, K, num_threads, self.packed_b)
 
-    def build(self, cache=True, target_machine=None) -> "CompiledGemm":
+    def build(self, cache=True, target: tuple[str, str] | None = None) -> "CompiledGemm":
         """Compile (through the object cache unless ``cache`` is False) and wrap for numpy.
 
-        ``target_machine``: compile for another llvmlite TargetMachine (e.g. an AVX2-only one to
-        test the 8-lane kernel on an AVX-512 host); bypasses the cache."""
+        ``target``: (LLVM CPU name, feature string) to compile for another CPU than the host,
+        e.g. ``("haswell", "+avx2,+fma,...")`` to run the 8-lane kernel as an AVX2-only machine
+        would; bypasses the cache."""
+        from . import cache as object_cache
         text = self.ir()
-        if target_machine is not None:
-            lib = _jit_for(text, target_machine, self.parallel)
+        if self.parallel:
+            llvm_target.load_gomp()
+        if target is not None:
+            lib = object_cache.jit(text, *target)
         else:
-            from .cache import compile_cached
-            lib = compile_cached(text, options="gemm|" + self.tag, cache=cache)
+            lib = object_cache.compile_cached(text, options="gemm|" + self.tag, cache=cache)
         return CompiledGemm(self, lib)
-
-
-def _jit_for(text: str, tm, parallel: bool) -> llvm_target.Library:
-    import llvmlite.binding as llvm
-    if parallel:
-        llvm_target.load_gomp()
-    mod = llvm_target.parse(text, tm)
-    llvm_target.optimize(mod, tm)
-    ee = llvm.create_mcjit_compiler(mod, tm)
-    ee.finalize_object()
-    return llvm_target.Library(ee, (mod, tm))
 
 
 _VP, _I64 = ctypes.c_void_p, ctypes.c_int64
