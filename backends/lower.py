@@ -49,8 +49,9 @@ class KernelPlan:
 class LowerCtx:
     """Collects a kernel's buffers and statements while lazy tensors are stored."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, templates=None):
         self.name = name
+        self.templates = templates   # a backend's hand-written kernels (see lower_ops: matmul, conv)
         self.params: list[Buffer] = []
         self.temps: list[Buffer] = []
         self.body: list = []
@@ -115,6 +116,7 @@ class LowerCtx:
         if hasattr(t, "emit"):
             t.emit(self, dest)
             return
+        self._emit_in_place(t, dest)
         t2, d2 = coalesce(t, dest)
         shape = t2.shape
         parallel = t.size * (1 + t.cost() // 4) >= PARALLEL_MIN_WORK
@@ -132,6 +134,28 @@ class LowerCtx:
             st = Store(d2.buf, d2.flat(idx), cast_to(t2.at(idx), d2.dtype))
             inner = Loop(j, shape[-1], "vector", [st])
             self.body.append(Loop(o, numel(shape[:-1]), "parallel" if parallel else "serial", [inner]))
+
+    def _emit_in_place(self, t: T, dest: View) -> None:
+        """An elementwise epilogue of a contraction (conv + bias + relu …) stored into ``dest``:
+        the contraction writes ``dest`` first and the epilogue then updates it in place, so the
+        kernel needs no temp. Only for a single-use Pending read at the very index stored."""
+        if not isinstance(t, Map) or not dest.contiguous:
+            return
+        stack, found = [t], []
+        while stack:
+            m = stack.pop()
+            for o in m.operands:
+                if isinstance(o, Pending) and o.single_use and o.shape == t.shape and id(o) not in self._forced:
+                    found.append(o)
+                elif isinstance(o, Map) and o.shape == t.shape:
+                    stack.append(o)
+        if len({id(p) for p in found}) != 1:
+            return
+        p = found[0]
+        if p.dtype is not dest.dtype:
+            return
+        p.emit(self, dest)
+        self._forced[id(p)] = (p, dest)
 
     def loops(self, shape, kinds=None):
         """Nested Loops over ``shape`` (outermost first); returns (outer loop, index vars, innermost
@@ -222,6 +246,8 @@ def lower_nodes(ctx: LowerCtx, nodes, env: dict, outputs: dict, uses: dict, dept
         else:
             outs = _lower_decomposed(ctx, n, ins, depth)
         for o, t in zip(n.outputs, outs):
+            if isinstance(t, Pending) and uses.get(id(o), 0) == 1 and id(o) not in outputs:
+                t.single_use = True
             if t.shape != o.type.shape or t.dtype is not o.dtype:
                 raise LoweringError(f"internal: {n.op} lowered to {t.dtype.name}{list(t.shape)}, "
                                     f"expected {o.type!r}")
@@ -280,10 +306,12 @@ def kernel_name(node: Node) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", base or node.name or node.op)[:60] or "kernel"
 
 
-def lower_node(node: Node, name: str | None = None) -> KernelPlan:
+def lower_node(node: Node, name: str | None = None, templates=None) -> KernelPlan:
     """Lower one top-level node (a ``fused`` group: its body) into one Kernel; LoweringError
-    when some op or dtype has no kernel-IR lowering."""
-    ctx = LowerCtx(name or kernel_name(node))
+    when some op or dtype has no kernel-IR lowering. ``templates``: the backend's hand-written
+    kernels it may use (an object with ``matmul(ctx, a, b, dest) -> bool`` and
+    ``conv(...)``); without them everything is generic loop nests."""
+    ctx = LowerCtx(name or kernel_name(node), templates)
     plan = KernelPlan(None)
     env: dict = {}
     seen: dict[int, T] = {}
@@ -331,8 +359,8 @@ def lower_node(node: Node, name: str | None = None) -> KernelPlan:
     else:
         for (buf, o) in plan.outputs:
             out_views[id(o)] = View.of(buf, ctx)
-        lower_nodes(ctx, [node], env if False else {id(v): t for v, t in zip(node.inputs, node_in) if v is not None},
-                    out_views, {})
+        env = {id(v): t for v, t in zip(node.inputs, node_in) if v is not None}
+        lower_nodes(ctx, [node], env, out_views, {})
     plan.kernel = Kernel(ctx.name, list(ctx.params), ctx.body, list(ctx.temps),
                          source=list(node.meta.get("source", [node.name])),
                          attrs={"op": node.op, "group": node.attrs.get("group") if node.op == "fused" else None})

@@ -456,6 +456,7 @@ class Pending(T):
         super().__init__(shape, dtype, ctx)
         self.emit_fn = emit
         self.label = label
+        self.single_use = False    # set by lowering: only one elementwise consumer reads it
 
     def cost(self):
         return 100
@@ -467,15 +468,23 @@ class Pending(T):
         return self.ctx.force(self).at(idx)
 
     def try_reshape(self, shape):
+        if tuple(shape) == self.shape:
+            return self
         return self.ctx.force(self).try_reshape(shape)
 
     def reshape(self, shape):
+        if tuple(shape) == self.shape:
+            return self
         return self.ctx.force(self).reshape(shape)
 
     def permute(self, perm):
+        if tuple(perm) == tuple(range(self.rank)):
+            return self
         return self.ctx.force(self).permute(perm)
 
     def broadcast_to(self, shape):
+        if tuple(shape) == self.shape:
+            return self
         return self.ctx.force(self).broadcast_to(shape)
 
     def slice(self, axis, start, step, n):

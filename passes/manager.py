@@ -53,7 +53,7 @@ class PassReport:
             delta = ", ".join([f"-{k}×{v}" for k, v in sorted(r.ops_removed.items())] +
                               [f"+{k}×{v}" for k, v in sorted(r.ops_added.items())])
             rows.append((r.name, f"{r.seconds * 1e3:.1f}", f"{r.nodes_before} → {r.nodes_after}",
-                         delta if r.changed else "-"))
+                         (delta or "reordered/retyped") if r.changed else "-"))
         w = [max(len(row[i]) for row in rows) for i in range(3)]
         lines = [f"{a:<{w[0]}}  {b:>{w[1]}}  {c:>{w[2]}}  {d}" for a, b, c, d in rows]
         lines.insert(1, "-" * len(lines[0]))
@@ -79,8 +79,9 @@ def run_passes(graph: Graph, passes, ctx: PassContext | None = None) -> tuple[Gr
     for p in plist:
         for ins in ctx.instruments:
             ins.before(p, graph, ctx)
-        before = graph.op_histogram()
-        n_before = sum(before.values())
+        # top-level counts: after fusion a fused group is one node (one kernel)
+        before = graph.op_histogram(recursive=False)
+        n_before = len(graph.nodes)
         t0 = time.perf_counter()
         try:
             res = p(graph, ctx)
@@ -91,7 +92,7 @@ def run_passes(graph: Graph, passes, ctx: PassContext | None = None) -> tuple[Gr
             raise CompileError(f"pass {p.name!r} failed: {type(e).__name__}: {e}") from e
         dt = time.perf_counter() - t0
         graph = res.graph
-        after = graph.op_histogram()
+        after = graph.op_histogram(recursive=False)
         if ctx.verify:
             try:
                 graph.verify()
@@ -99,7 +100,7 @@ def run_passes(graph: Graph, passes, ctx: PassContext | None = None) -> tuple[Gr
                 raise CompileError(f"the graph is invalid after pass {p.name!r}: {e}") from e
         ctx.properties -= p.invalidates
         ctx.properties |= p.ensures
-        rec = PassRecord(p.name, dt, n_before, sum(after.values()), res.changed,
+        rec = PassRecord(p.name, dt, n_before, len(graph.nodes), res.changed,
                          dict(after - before), dict(before - after))
         report.records.append(rec)
         for ins in ctx.instruments:

@@ -115,9 +115,9 @@ def test_show_stats_prints_pass_table_and_kernel_counts(toy_o2, mlp, capsys):
     table = out[out.index("passes (-O2):"):]
     rows = [ln.split()[0] for ln in table.splitlines()[3:6]]
     assert rows == ["toy_fuse", "eliminate_dead_code", "toy_plan"]
-    # node counts include the ops inside groups: 7 ops -> the same 7 plus 2 fused nodes; kernels
-    # (top-level nodes): 2 transposes + 2 matmuls + 2 adds + relu -> 2 transposes + 2 groups
-    assert re.search(r"toy_fuse\s+\S+\s+7 → 9\s+\+fused×2\n", table)
+    # node counts are top-level nodes (kernels): 2 transposes + 2 matmuls + 2 adds + relu ->
+    # 2 transposes + 2 groups; the change column lists what the groups swallowed
+    assert re.search(r"toy_fuse\s+\S+\s+7 → 4\s+-add×2, -matmul×2, -relu×1, \+fused×2\n", table)
     assert "kernels 7 → 4" in table
     assert "kernels: 7 before, 4 after (2 fused groups)" in out
 
@@ -139,7 +139,7 @@ def test_show_json_is_one_document_with_passes_kernels_memory(toy_o2, mlp, capsy
     for p in s["passes"]:
         assert isinstance(p["seconds"], float) and p["seconds"] >= 0
         assert isinstance(p["nodes_before"], int) and isinstance(p["nodes_after"], int)
-    assert (s["passes"][0]["nodes_before"], s["passes"][0]["nodes_after"]) == (7, 9)
+    assert (s["passes"][0]["nodes_before"], s["passes"][0]["nodes_after"]) == (7, 4)
     k = s["kernels"]
     assert (k["before"], k["count"], k["fused"]) == (7, 4, 2)
     assert k["ops"] == {"fused": 2, "transpose": 2}

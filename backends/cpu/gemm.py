@@ -48,7 +48,9 @@ Generated-code ABI (what ``backends/cpu/codegen.py`` calls from its entry functi
 - ``nthreads`` >= 1: threads to use (libgomp ``GOMP_parallel``); problems under
   ``GemmConfig.parallel_min_flops`` run on the calling thread. A kernel built with
   ``parallel=False`` ignores it and never references libgomp.
-- C must not overlap A, B or bias. ``R == C`` (in-place residual) is allowed.
+- C must not overlap A, B or bias. ``R == C`` with ``ldr == ldc`` (in-place ``C += A @ B``) is
+  allowed when the residual is added before the activation (the default); otherwise R and C must
+  not overlap.
 - Any module holding a parallel kernel needs ``llvm_target.load_gomp()`` before JIT/object load.
 
 Python API: ``GemmKernel(config, epilogue=...).build()`` returns a callable
@@ -374,8 +376,10 @@ class VecOps:
 
     # ---- transcendental functions, vectorized, no libm calls
     def exp(self, x):
-        """e^x for x in [-87.3, 88] (clamped): e^r * 2^n, n = rint(x/ln2), |r| <= ln2/2; ~1 ulp."""
+        """e^x as e^r * 2^n, n = rint(x/ln2), |r| <= ln2/2; ~1 ulp. Results below the smallest
+        normal float are 0, above the largest +inf; NaN stays NaN."""
         b = self.b
+        xin = x
         x = self.clamp_hi(self.clamp_lo(x, self.const(-87.3)), self.const(88.0))
         magic = 12582912.0    # 1.5 * 2^23: adding it rounds to an integer kept in the low mantissa
         t = self.fma(x, self.const(1.4426950408889634), self.const(magic))
@@ -386,7 +390,9 @@ class VecOps:
         ni = b.sub(b.bitcast(t, self.vi), ir.Constant(self.vi, [0x4B400000] * self.L))
         scale = b.bitcast(b.shl(b.add(ni, ir.Constant(self.vi, [127] * self.L)),
                                 ir.Constant(self.vi, [23] * self.L)), self.vf)
-        return b.fmul(p, scale)
+        r = b.fmul(p, scale)
+        r = b.select(self.lt(self.const(88.72284), xin), self.const(math.inf), r)
+        return b.select(self.lt(xin, self.const(-87.33654)), self.zero, r)
 
     def sigmoid(self, x):
         b = self.b
@@ -667,9 +673,9 @@ class _GemmEmitter:
         # B rows per pass: more rows mean fewer passes over C, but each needs a register for a
         # broadcast of A per row of C
         L, KB = self.L, (self.cfg.gemv_kb if rows == 1 else max(2, self.cfg.gemv_kb // 2))
-        fn, b = _function(self.mod, f"{self.p}.gemv{rows}", [PTR, I64, I64, PTR, I64, PTR, I64, I64, I64],
-                          noinline=True)
-        A, rsa, csa, B, ldb, C, ldc, N, K = fn.args
+        fn, b = _function(self.mod, f"{self.p}.gemv{rows}",
+                          [PTR, I64, I64, PTR, I64, PTR, I64, I64, I64, I32], noinline=True)
+        A, rsa, csa, B, ldb, C, ldc, N, K, accum = fn.args
         vo = VecOps(b, L)
         full = vo.mask(i64(L))
         nfull = b.mul(b.sdiv(N, i64(L)), i64(L))
@@ -685,7 +691,8 @@ class _GemmEmitter:
         def zero(j, mask):
             for r in range(rows):
                 vo.mstore(vo.zero, fptr(b, crows[r], j), mask)
-        over_n(zero)
+        with if_then(b, b.icmp_unsigned("==", accum, ir.Constant(I32, 0)), "zero"):
+            over_n(zero)
 
         def update(k, nk):
             a = [[vo.splat(b.load(fptr(b, arows[r], b.mul(b.add(k, i64(u)), csa)), typ=F32))
@@ -716,9 +723,10 @@ class _GemmEmitter:
         accumulators hide the FMA latency when rows*NR/L is small."""
         L, NR = self.L, self.cfg.nr
         NV, H = NR // L, 2
-        fn, b = _function(self.mod, f"{self.p}.gemvp{rows}", [PTR, I64, I64, PTR, PTR, I64, I64, I64],
-                          noinline=True)
-        A, rsa, csa, Bp, C, ldc, N, K = fn.args
+        fn, b = _function(self.mod, f"{self.p}.gemvp{rows}",
+                          [PTR, I64, I64, PTR, PTR, I64, I64, I64, I32], noinline=True)
+        A, rsa, csa, Bp, C, ldc, N, K, accum = fn.args
+        do_acc = b.icmp_unsigned("!=", accum, ir.Constant(I32, 0))
         vo = VecOps(b, L)
         arows = [fptr(b, A, b.mul(i64(r), rsa)) for r in range(rows)]
         npan = b.sdiv(b.add(N, i64(NR - 1)), i64(NR))
@@ -751,7 +759,9 @@ class _GemmEmitter:
                     s = accs[(r * NV + v) * H]
                     for h in range(1, H):
                         s = b.fadd(s, accs[(r * NV + v) * H + h])
-                    vo.mstore(s, fptr(b, crow, v * L), masks[v])
+                    p = fptr(b, crow, v * L)
+                    s = b.fadd(s, vo.mload(p, b.select(do_acc, masks[v], vo.none)))
+                    vo.mstore(s, p, masks[v])
         b.ret_void()
         return fn
 
@@ -786,6 +796,14 @@ class _GemmEmitter:
         pack_a = self.pack_a()
         pack_b = None if k.packed_b else self.pack_b()
         static_epi = self.ep.activation != "none"
+        # R == C (x = x + A @ B in place): C starts as the accumulator and the epilogue gets no R,
+        # since the first K block would otherwise overwrite R before the epilogue reads it.
+        inplace = ir.Constant(I1, 0)
+        if not self.ep.residual_after_activation:
+            inplace = b.and_(b.icmp_unsigned("==", b.ptrtoint(R, I64), b.ptrtoint(C, I64)),
+                             b.icmp_signed("==", ldr, ldc))
+            R = b.select(inplace, ir.Constant(PTR, None), R)
+        acc0 = b.zext(inplace, I32)
         need_epi = b.or_(b.icmp_unsigned("!=", b.ptrtoint(bias, I64), i64(0)),
                          b.icmp_unsigned("!=", b.ptrtoint(R, I64), i64(0)))
         if static_epi:
@@ -822,9 +840,9 @@ class _GemmEmitter:
                 sw.add_case(i64(r), blk)
                 b.position_at_end(blk)
                 if k.packed_b:
-                    b.call(kern, [a0, rsa, csa, B, c0, ldc, N, K])
+                    b.call(kern, [a0, rsa, csa, B, c0, ldc, N, K, acc0])
                 else:
-                    b.call(kern, [a0, rsa, csa, B, ldb, c0, ldc, N, K])
+                    b.call(kern, [a0, rsa, csa, B, ldb, c0, ldc, N, K, acc0])
                 b.branch(after)
             b.position_at_end(after)
         with if_then(b, need_epi, "gemv.epi"):
@@ -857,7 +875,7 @@ class _GemmEmitter:
                                else b.add(b.mul(pc, ldb), jc))
                     b.call(pack_b, [src, ldb, Bws, kc, nc])
                     bbase, pstride = Bws, b.mul(kc, i64(NR))
-                accum = b.zext(b.icmp_signed(">", pc, i64(0)), I32)
+                accum = b.or_(b.zext(b.icmp_signed(">", pc, i64(0)), I32), acc0)
                 last = b.and_(b.icmp_signed(">=", b.add(pc, kc), K), need_epi)
                 with for_range(b, 0, M, MC, "ic") as ic:
                     mc = imin(b, i64(MC), b.sub(M, ic))
@@ -1168,6 +1186,11 @@ class CompiledGemm:
                              input="out", expected=oshape, actual=getattr(out, "shape", None))
         ldc = out.strides[-2] >> 2
         sc = out.strides[0] >> 2 if out.ndim == 3 else 0
+        if residual is not None and np.may_share_memory(residual, out) and (
+                k.epilogue.residual_after_activation or residual.strides != out.strides
+                or res_ptr != out.ctypes.data):
+            raise InputError("residual may be the output array itself, but not otherwise overlap it"
+                             " (nor alias it when added after the activation)", input="residual")
         nth = self.num_threads if num_threads is None else max(1, int(num_threads))
         need = k.workspace_bytes(M, N, K, nth)
         if self._lock.acquire(blocking=False):
