@@ -39,7 +39,10 @@ OPS = tuple(m for m in SCALAR_METHODS if m not in ("const", "dtype_of")) + INDEX
 # element types every backend handles (16-bit floats are computed in float32 where needed)
 SUPPORTED_DTYPES = frozenset([dt.bool_, dt.int8, dt.int16, dt.int32, dt.int64, dt.uint8,
                               dt.uint16, dt.uint32, dt.uint64, dt.float16, dt.bfloat16,
-                              dt.float32, dt.float64])
+                              dt.float32, dt.float64,
+                              # narrow storage types (one byte each, as ml_dtypes stores them)
+                              dt.int4, dt.uint4, dt.int2, dt.uint2, dt.float8e4m3fn,
+                              dt.float8e4m3fnuz, dt.float8e5m2, dt.float8e5m2fnuz, dt.float4e2m1])
 
 _BOOL_RESULT = frozenset(["lt", "le", "gt", "ge", "eq", "ne", "and_", "or_", "xor", "not_",
                           "isnan", "isinf"])

@@ -58,6 +58,7 @@ class LowerCtx:
         self._n = itertools.count()
         self._forced: dict[int, tuple] = {}
         self._consts: dict[int, tuple] = {}
+        self.retyped: list = []    # (new input buffer, the input buffer whose bytes it reads)
 
     # -- names, buffers --
     def var(self, prefix: str = "i") -> Var:
@@ -86,6 +87,30 @@ class LowerCtx:
         return View.of(hit[1], self, arr.shape)
 
     # -- storing lazy tensors --
+    def retype(self, v: View, dtype: DType) -> View:
+        """The bytes of a contiguous input (or const) view read as another dtype of the same width
+        (bitcast): a second input buffer bound to the same value."""
+        check_dtype(dtype, "bitcast")
+        if not v.contiguous or v.offset:
+            raise LoweringError("bitcast of a strided view")
+        if v.buf.data is not None:
+            return self.const(np.ascontiguousarray(v.to_numpy()).view(dtype.np), v.buf.name)
+        if v.buf.role != "input":
+            raise LoweringError("bitcast of a value computed in the same kernel")
+        buf = self.buffer(v.buf.name + "_as_" + dtype.name, dtype, v.buf.shape, "input")
+        self.retyped.append((buf, v.buf))
+        return View(buf, v.shape, v.strides, 0, self)
+
+    @contextlib.contextmanager
+    def capture(self):
+        """Statements emitted inside go to the yielded list instead of the kernel body."""
+        saved = self.body
+        self.body = []
+        try:
+            yield self.body
+        finally:
+            self.body = saved
+
     @contextlib.contextmanager
     def stage(self):
         saved = lt._MEMO[0]
@@ -361,6 +386,8 @@ def lower_node(node: Node, name: str | None = None, templates=None) -> KernelPla
             out_views[id(o)] = View.of(buf, ctx)
         env = {id(v): t for v, t in zip(node.inputs, node_in) if v is not None}
         lower_nodes(ctx, [node], env, out_views, {})
+    for buf, orig in ctx.retyped:
+        plan.inputs.append((buf, next(v for b, v in plan.inputs if b is orig)))
     plan.kernel = Kernel(ctx.name, list(ctx.params), ctx.body, list(ctx.temps),
                          source=list(node.meta.get("source", [node.name])),
                          attrs={"op": node.op, "group": node.attrs.get("group") if node.op == "fused" else None})

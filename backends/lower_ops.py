@@ -499,7 +499,15 @@ def rule_matmul(ctx, n, ins):
         N = B.shape[-1]
         batch = tuple(np.broadcast_shapes(A.shape[:-2], B.shape[:-2]))
         A = _cheap(c, A)
-        B = _row_major(c, _cheap(c, B))
+        B = _cheap(c, B)
+        if c.templates is not None and odt is dt.float32:
+            nb = numel(batch)
+            A3 = A.broadcast_to(batch + (M, K)).try_reshape((nb, M, K))
+            B3 = B.broadcast_to(batch + (K, N)).try_reshape((nb, K, N))
+            C3 = dest.try_reshape((nb, M, N))
+            if A3 is not None and B3 is not None and C3 is not None and c.templates.matmul(c, A3, B3, C3):
+                return
+        B = _row_major(c, B)
         A = A.broadcast_to(batch + (M, K))
         B = B.broadcast_to(batch + (K, N))
         acc_d = dt.float32 if odt in (dt.float16, dt.bfloat16) else odt
@@ -570,6 +578,8 @@ def rule_conv(ctx, n, ins):
 
     def emit(c, dest):
         from .lower import PARALLEL_MIN_WORK
+        if c.templates is not None and group == 1 and odt is dt.float32 and _conv_as_gemm(c, x, w, bias, plan, kernel, dest):
+            return
         xp = _padded_input(c, x, kernel, plan, 0)
         W = c.force(w)
         Nb, C = x.shape[:2]
@@ -608,6 +618,43 @@ def rule_conv(ctx, n, ins):
         if not direct:
             c.store(Map(lambda b_, v: b_.cast(v, odt), [out], {}, out.shape, acc_d, c, out_dtype=odt), dest)
     return [Pending(shape, odt, ctx, emit, "conv")]
+
+
+def _conv_as_gemm(c, x, w, bias, plan, kernel, dest) -> bool:
+    """out[n] = W (M x C*k) @ im2col(x[n]) (C*k x P) through the backend's matmul template; the
+    bias is then added in place."""
+    Nb, C = x.shape[:2]
+    M = w.shape[0]
+    P = numel(plan.out)
+    CK = C * numel(kernel)
+    simple = (all(k == 1 for k in kernel) and all(s == 1 for s in plan.strides)
+              and not any(plan.pads_begin) and tuple(plan.out) == tuple(x.shape[2:]))
+    if simple:
+        col = c.force(x).try_reshape((Nb, CK, P))
+        if col is None:
+            return False
+    else:
+        xp = _padded_input(c, x, kernel, plan, 0)
+        nsp = len(kernel)
+        shape = (Nb, C) + tuple(kernel) + tuple(plan.out)
+
+        def fn(idx):
+            taps, outs = idx[2:2 + nsp], idx[2 + nsp:]
+            return xp.at(idx[:2] + [iadd(imul(o, s_), imul(t, d_)) for o, t, s_, d_ in
+                                    zip(outs, taps, plan.strides, plan.dilations)])
+        buf = c.buffer("im2col", x.dtype, (Nb, CK, P), "temp")
+        c.store(Generic(shape, x.dtype, c, fn, 2), View.of(buf, c, shape))
+        col = View.of(buf, c)
+    W = c.force(w).try_reshape((1, M, CK))
+    out = dest.try_reshape((Nb, M, P))
+    if W is None or out is None:
+        return False
+    if not c.templates.matmul(c, W.broadcast_to((Nb, M, CK)), col, out):
+        return False
+    if bias is not None:
+        b3 = bias.reshape((1, M, 1)).broadcast_to((Nb, M, P))
+        c.store(Map(lambda b_, y, z: b_.add(y, z), [out, b3], {}, out.shape, out.dtype, c), out)
+    return True
 
 
 def rule_pool(ctx, n, ins):
@@ -706,6 +753,399 @@ def rule_global_pool(ctx, n, ins):
     return [Pending(shape, odt, ctx, emit, "global_pool")]
 
 
+# ---- losses, selection, scatter, quantization ------------------------------------------------------
+def _sum_all(ctx, t: T, acc_d: DType) -> T:
+    """sum(t) over all axes as a Pending scalar (acc_d)."""
+    axes = tuple(range(t.rank))
+
+    def emit(c, dest):
+        emit_reduce(c, t, axes, lambda b, a, v: b.add(a, v), 0, acc_d, None, dest)
+    return Pending((), acc_d, ctx, emit, "sum")
+
+
+def rule_nll_loss(ctx, n, ins):
+    x, tgt = ins[0], ins[1]
+    w = ins[2] if len(ins) > 2 else None
+    _, odt = _out(n)
+    cd = dt.float32 if x.dtype in (dt.float16, dt.bfloat16) else x.dtype
+    C = x.shape[1]
+    ii = n.attrs["ignore_index"]
+    b = IRBuilder()
+
+    def keep(idx):
+        return Const(True, dt.bool_) if ii is None else b.ne(tgt.at(idx), Const(ii, tgt.dtype))
+
+    def cls(idx):
+        return iclamp(b.select(keep(idx), b.cast(tgt.at(idx), INDEX), iconst(0)), 0, C - 1)
+
+    def weight(idx):
+        wv = Const(1, cd) if w is None else b.cast(w.at([cls(idx)]), cd)
+        return b.select(keep(idx), wv, Const(0, cd))
+
+    def loss(idx):
+        picked = b.cast(x.at([idx[0], cls(idx)] + list(idx[1:])), cd)
+        return b.mul(b.neg(picked), weight(idx))
+    L = Generic(tgt.shape, cd, ctx, loss, x.cost() + 6)
+    red = n.attrs["reduction"]
+    if red == "none":
+        return [Map(lambda b_, v: b_.cast(v, odt), [L], {}, tgt.shape, cd, ctx, out_dtype=odt)]
+    total = _sum_all(ctx, L, cd)
+    if red == "sum":
+        return [Map(lambda b_, v: b_.cast(v, odt), [total], {}, (), cd, ctx, out_dtype=odt)]
+    wsum = _sum_all(ctx, Generic(tgt.shape, cd, ctx, weight, 4), cd)
+    return [Map(lambda b_, s_, w_: b_.cast(b_.div(s_, w_), odt), [ctx.force(total), ctx.force(wsum)], {}, (),
+                cd, ctx, out_dtype=odt)]
+
+
+def rule_hardmax(ctx, n, ins):
+    x = ins[0]
+    axis = normalize_axis(n.attrs["axis"], x.rank)
+    fake = Node("argmax", [n.inputs[0]], [], {"axis": axis, "keepdims": 1, "select_last_index": 0}, n.name)
+    shape = list(x.shape)
+    shape[axis] = 1
+    fake.outputs = [type("O", (), {"type": type("TT", (), {"shape": tuple(shape)})(), "dtype": dt.int64})()]
+    am = ctx.force(rule_arg(ctx, fake, [x])[0]) if x.size else None
+    b = IRBuilder()
+
+    def fn(idx):
+        src = list(idx)
+        src[axis] = iconst(0)
+        hot = b.eq(idx[axis], am.at(src))
+        return b.select(hot, Const(1, x.dtype), Const(0, x.dtype))
+    if x.size == 0:
+        return [x]
+    return [Generic(x.shape, x.dtype, ctx, fn, 2)]
+
+
+def rule_dropout(ctx, n, ins):
+    x = ins[0]
+    ratio = _known(n.inputs[1])
+    training = _known(n.inputs[2]) if len(n.inputs) > 2 and n.inputs[2] is not None else np.array(False)
+    if training is None or (bool(np.asarray(training).reshape(-1)[0]) and
+                            (ratio is None or float(np.asarray(ratio).reshape(-1)[0]) > 0)):
+        raise LoweringError("dropout in training mode draws random numbers", op=n.op, node=n.name)
+    outs = [x, Fill(Const(True, dt.bool_), x.shape, ctx)]
+    return outs[:len(n.outputs)]
+
+
+def rule_bitcast(ctx, n, ins):
+    x = ins[0]
+    if not isinstance(x, View):
+        raise LoweringError("bitcast of a value computed in the same kernel", op=n.op, node=n.name)
+    return [ctx.retype(x, n.attrs["to"])]
+
+
+_SCATTER_COMBINE = {"none": None, "add": "add", "mul": "mul", "max": "max", "min": "min"}
+
+
+def _scatter(ctx, n, x: T, upd: T, target_index, shape, odt):
+    """Pending: a copy of ``x`` with ``upd`` written (or reduced) in order at
+    ``target_index(update idx) -> data idx``."""
+    red = _SCATTER_COMBINE[n.attrs["reduction"]]
+
+    def emit(c, dest):
+        c.store(x, dest)
+        b = IRBuilder()
+        with c.stage():
+            outer, vars_, body = c.loops(upd.shape)
+            tgt = target_index(vars_)
+            u = upd.at(vars_)
+            val = u if red is None else getattr(b, red)(dest.at(tgt), u)
+            body.append(Store(dest.buf, dest.flat(tgt), val))
+            if outer is None:
+                c.body.extend(body)
+            else:
+                c.body.append(outer)
+    return Pending(shape, odt, ctx, emit, n.op)
+
+
+def rule_scatter_elements(ctx, n, ins):
+    x, ind, upd = ins
+    axis = normalize_axis(n.attrs["axis"], x.rank)
+    shape, odt = _out(n)
+    b = IRBuilder()
+
+    def target(idx):
+        t = list(idx)
+        t[axis] = _norm_index(b, ind.at(idx), x.shape[axis])
+        return t
+    return [_scatter(ctx, n, x, upd, target, shape, odt)]
+
+
+def rule_scatter_nd(ctx, n, ins):
+    x, ind, upd = ins
+    k = ind.shape[-1]
+    q = ind.rank
+    shape, odt = _out(n)
+    if k == 0:
+        raise LoweringError("scatter_nd with empty index tuples", op=n.op, node=n.name)
+    b = IRBuilder()
+
+    def target(idx):
+        lead = list(idx[:q - 1])
+        return [_norm_index(b, ind.at(lead + [iconst(j)]), x.shape[j]) for j in range(k)] + list(idx[q - 1:])
+    return [_scatter(ctx, n, x, upd, target, shape, odt)]
+
+
+def rule_gather_nd(ctx, n, ins):
+    x, ind = ins
+    bd = n.attrs["batch_dims"]
+    k = ind.shape[-1]
+    q = ind.rank
+    shape, _ = _out(n)
+    b = IRBuilder()
+
+    def fn(idx):
+        lead = list(idx[:q - 1])
+        src = list(idx[:bd]) + [_norm_index(b, ind.at(lead + [iconst(j)]), x.shape[bd + j]) for j in range(k)]
+        return x.at(src + list(idx[q - 1:]))
+    return [Generic(shape, x.dtype, ctx, fn, x.cost() + 3 * k)]
+
+
+def rule_reverse_sequence(ctx, n, ins):
+    from irgraph.ops.rearrange import _rs_axes
+    x, lens = ins
+    bax, tax = _rs_axes(x.rank, n.attrs)
+    b = IRBuilder()
+    T_ = x.shape[tax]
+
+    def fn(idx):
+        ln = b.cast(lens.at([idx[bax]]), INDEX)
+        t = idx[tax]
+        src = list(idx)
+        src[tax] = iclamp(b.select(b.lt(t, ln), isub(isub(ln, 1), t), t), 0, T_ - 1)
+        return x.at(src)
+    return [Generic(x.shape, x.dtype, ctx, fn, x.cost() + 4)]
+
+
+def _param(ctx, p: T | None, shape, axis: int, block: int):
+    """A quantization scale / zero point as a tensor of ``shape`` (per tensor, axis or block)."""
+    if p is None:
+        return None
+    if p.size == 1:
+        return p.reshape(()).broadcast_to(shape) if p.rank else p.broadcast_to(shape)
+    ax = normalize_axis(axis, len(shape))
+    if block <= 0:
+        dims = [1] * len(shape)
+        dims[ax] = p.size
+        return p.reshape(dims).broadcast_to(shape)
+
+    def fn(idx):
+        src = list(idx)
+        src[ax] = _b.idx_div(idx[ax], iconst(block))
+        return p.at(src)
+    return Generic(shape, p.dtype, ctx, fn, p.cost() + 1)
+
+
+def rule_quantize_linear(ctx, n, ins):
+    from irgraph.ops.quant import FLOAT8_TYPES, INT_QUANT_TYPES, int_range
+    x, s = ins[0], ins[1]
+    zp = ins[2] if len(ins) > 2 else None
+    shape, odt = _out(n)
+    a = n.attrs
+    S = _param(ctx, s, shape, a["axis"], a["block_size"])
+    Z = _param(ctx, zp, shape, a["axis"], a["block_size"])
+    prec = a["precision"] or (s.dtype if s.dtype.is_float else dt.float64)
+    sat = bool(a["saturate"])
+
+    def formula(b, xv, sv, *zv):
+        q = b.div(b.cast(xv, prec), b.cast(sv, prec))
+        if odt in INT_QUANT_TYPES:
+            r = b.cast(b.round(q), dt.float64)
+            r = b.select(b.isnan(r), Const(0.0, dt.float64), r)
+            if zv:
+                r = b.add(r, b.cast(zv[0], dt.float64))
+            lo, hi = int_range(odt)
+            r = b.min(b.max(r, Const(lo, dt.float64)), Const(hi, dt.float64))
+            return b.cast(r, odt)
+        if odt in FLOAT8_TYPES:
+            if sat:
+                import ml_dtypes
+                m = float(ml_dtypes.finfo(odt.np).max)
+                q = b.min(b.max(q, Const(-m, prec)), Const(m, prec))
+            return b.cast(q, odt)
+        q = b.cast(q, dt.float32)
+        if zv:
+            q = b.add(q, b.cast(zv[0], dt.float32))
+        return b.cast(q, odt)
+    ops = [x, S] + ([Z] if Z is not None else [])
+    return [Map(formula, ops, {}, shape, x.dtype, ctx, out_dtype=odt)]
+
+
+def rule_dequantize_linear(ctx, n, ins):
+    x, s = ins[0], ins[1]
+    zp = ins[2] if len(ins) > 2 else None
+    shape, odt = _out(n)
+    a = n.attrs
+    S = _param(ctx, s, shape, a["axis"], a["block_size"])
+    Z = _param(ctx, zp, shape, a["axis"], a["block_size"])
+    cdt = dt.float64 if x.dtype is dt.int32 else dt.float32
+
+    def formula(b, xv, sv, *zv):
+        if x.dtype.is_int:
+            d = b.cast(xv, dt.int64)
+            if zv:
+                d = b.sub(d, b.cast(zv[0], dt.int64))
+            xf = b.cast(d, cdt)
+        else:
+            xf = b.cast(xv, cdt)
+        return b.cast(b.mul(xf, b.cast(sv, cdt)), odt)
+    ops = [x, S] + ([Z] if Z is not None else [])
+    return [Map(formula, ops, {}, shape, x.dtype, ctx, out_dtype=odt)]
+
+
+def rule_requantize(ctx, n, ins):
+    from irgraph.ops.quant import int_range
+    acc, m = ins[0], ins[1]
+    zp = ins[2] if len(ins) > 2 else None
+    shape, odt = _out(n)
+    lo, hi = int_range(odt)
+
+    def formula(b, av, mv, *zv):
+        r = b.mul(b.cast(av, dt.float64), b.cast(mv, dt.float64))
+        if zv:
+            r = b.add(r, b.cast(zv[0], dt.float64))
+        r = b.min(b.max(b.round(r), Const(lo, dt.float64)), Const(hi, dt.float64))
+        r = b.select(b.isnan(r), Const(0.0, dt.float64), r)
+        return b.cast(r, odt)
+    ops = [t.broadcast_to(shape) for t in [acc, m] + ([zp] if zp is not None else [])]
+    return [Map(formula, ops, {}, shape, acc.dtype, ctx, out_dtype=odt)]
+
+
+def rule_dynamic_quantize_linear(ctx, n, ins):
+    x = ins[0]
+    f32 = dt.float32
+    axes = tuple(range(x.rank))
+
+    def reduced(op, ident):
+        def emit(c, dest):
+            emit_reduce(c, x, axes, lambda b, a, v: getattr(b, op)(a, v), ident, f32, None, dest)
+        return ctx.force(Pending((), f32, ctx, emit, op))
+    hi, lo = reduced("max", 0.0), reduced("min", 0.0)   # 0 as identity: the range includes 0
+
+    def scale_f(b, h, l_):
+        span = b.select(b.eq(h, l_), Const(1.0, f32), b.sub(h, l_))
+        return b.div(span, Const(255.0, f32))
+    scale = ctx.force(Map(scale_f, [hi, lo], {}, (), f32, ctx))
+
+    def zp_f(b, l_, sc):
+        z = b.sub(Const(0.0, f32), b.div(l_, sc))
+        return b.round(b.min(b.max(z, Const(0.0, f32)), Const(255.0, f32)))
+    zpf = ctx.force(Map(zp_f, [lo, scale], {}, (), f32, ctx))
+
+    def y_f(b, xv, sc, z):
+        r = b.add(b.round(b.div(xv, sc)), z)
+        return b.cast(b.min(b.max(r, Const(0.0, f32)), Const(255.0, f32)), dt.uint8)
+    y = Map(y_f, [x, scale.broadcast_to(x.shape), zpf.broadcast_to(x.shape)], {}, x.shape, f32, ctx,
+            out_dtype=dt.uint8)
+    return [y, scale, Map(lambda b, z: b.cast(z, dt.uint8), [zpf], {}, (), f32, ctx, out_dtype=dt.uint8)]
+
+
+def rule_lrn(ctx, n, ins):
+    x = ins[0]
+    a = n.attrs
+    size = a["size"]
+    lo = (size - 1) // 2
+    cd = dt.float32 if x.dtype in (dt.float16, dt.bfloat16) else x.dtype
+    C = x.shape[1]
+    b = IRBuilder()
+    xf = ctx.force(x)
+
+    def fn(idx):
+        acc = Const(0, cd)
+        for k in range(size):
+            ch = isub(idx[1], lo - k)
+            ok = b.and_(b.ge(ch, iconst(0)), b.lt(ch, iconst(C)))
+            v = b.cast(xf.at([idx[0], iclamp(ch, 0, C - 1)] + list(idx[2:])), cd)
+            acc = b.add(acc, b.select(ok, b.mul(v, v), Const(0, cd)))
+        denom = b.pow(b.add(Const(a["bias"], cd), b.mul(Const(a["alpha"] / size, cd), acc)), Const(a["beta"], cd))
+        return b.cast(b.div(b.cast(xf.at(idx), cd), denom), x.dtype)
+    return [Generic(x.shape, x.dtype, ctx, fn, 4 * size + 30)]
+
+
+def rule_conv_transpose(ctx, n, ins):
+    from irgraph.ops.conv import _convt_plan
+    from irgraph.ops.windows import raiser
+    x, w = ins[0], ins[1]
+    bias = ins[2] if len(ins) > 2 else None
+    shape, odt = _out(n)
+    kernel = w.shape[2:]
+    plan = _convt_plan(x.shape[2:], kernel, n.attrs, raiser(n.op))
+    group = n.attrs["group"]
+    if odt not in (dt.float32, dt.float64, dt.float16, dt.bfloat16):
+        raise LoweringError(f"conv_transpose of {odt.name}", op=n.op, node=n.name)
+
+    def emit(c, dest):
+        from .lower import PARALLEL_MIN_WORK
+        X, W = c.force(x), c.force(w)
+        Nb, C = x.shape[:2]
+        Mg = w.shape[1]
+        M = Mg * group
+        Cg = C // group
+        acc_d = dt.float32 if odt in (dt.float16, dt.bfloat16) else odt
+        direct = acc_d is odt and dest.contiguous
+        out = dest if direct else View.of(c.buffer("acc", acc_d, dest.shape, "temp"), c)
+        b = IRBuilder()
+        fast = IRBuilder(fast=True)
+        nsp = len(kernel)
+        with c.stage():
+            o = c.var()
+            nb, m = delinearize(o, (Nb, M))
+            g = _b.idx_div(m, iconst(Mg)) if group > 1 else iconst(0)
+            ml = _b.idx_mod(m, iconst(Mg)) if group > 1 else m
+            sp_loop, sp_vars, sp_body = c.loops(plan.out, ["serial"] * (nsp - 1) + ["vector"])
+            init = Const(0, acc_d) if bias is None else b.cast(bias.at([m]), acc_d)
+            sp_body.append(Store(out.buf, out.flat([nb, m] + sp_vars), init))
+            ci = c.var()
+            taps = [c.var() for _ in kernel]
+            sp2_loop, sp2, body = c.loops(plan.out, ["serial"] * (nsp - 1) + ["vector"])
+            src, valid = [], None
+            for ov, t, st, dl, pb, sz in zip(sp2, taps, plan.strides, plan.dilations, plan.pads_begin, x.shape[2:]):
+                num = isub(iadd(ov, pb), imul(t, dl))
+                ok = b.and_(b.ge(num, iconst(0)), b.lt(num, iconst(st * sz)))
+                if st > 1:
+                    ok = b.and_(ok, b.eq(b.mod(num, iconst(st)), iconst(0)))
+                    i = _b.idx_div(iclamp(num, 0, st * sz - 1), iconst(st))
+                else:
+                    i = iclamp(num, 0, sz - 1)
+                valid = ok if valid is None else b.and_(valid, ok)
+                src.append(i)
+            cin = iadd(imul(g, Cg), ci) if group > 1 else ci
+            xv = fast.cast(X.at([nb, cin] + src), acc_d)
+            wv = fast.cast(W.at([cin, ml] + taps), acc_d)
+            cur = out.at([nb, m] + sp2)
+            body.append(Store(out.buf, out.flat([nb, m] + sp2),
+                              fast.add(cur, b.select(valid, fast.mul(xv, wv), Const(0, acc_d)))))
+            inner = sp2_loop
+            for t, kd in reversed(list(zip(taps, kernel))):
+                inner = Loop(t, kd, "serial", [inner])
+            work = Nb * M * Cg * numel(kernel) * numel(plan.out)
+            c.body.append(Loop(o, Nb * M, "parallel" if work >= PARALLEL_MIN_WORK and Nb * M > 1 else "serial",
+                               [sp_loop, Loop(ci, Cg, "serial", [inner])]))
+        if not direct:
+            c.store(Map(lambda b_, v: b_.cast(v, odt), [out], {}, out.shape, acc_d, c, out_dtype=odt), dest)
+    return [Pending(shape, odt, ctx, emit, "conv_transpose")]
+
+
+def rule_matmul_integer(ctx, n, ins):
+    from irgraph.ops.quant import _check_row_zp  # noqa: F401  (semantics: quant.py)
+    A, B = ins[0], ins[1]
+    azp = ins[2] if len(ins) > 2 else None
+    bzp = ins[3] if len(ins) > 3 else None
+    shape, odt = _out(n)
+
+    def centered(t, zp, axis):
+        if zp is None:
+            return Map(lambda b, v: b.cast(v, dt.int32), [t], {}, t.shape, t.dtype, ctx, out_dtype=dt.int32)
+        if zp.size > 1 and t.rank >= 2:
+            zp = zp.reshape((-1, 1) if axis == -2 else (-1,))
+        z = zp.broadcast_to(t.shape) if zp.size > 1 else zp.reshape(()).broadcast_to(t.shape)
+        return Map(lambda b, v, zz: b.sub(b.cast(v, dt.int32), b.cast(zz, dt.int32)), [t, z], {}, t.shape,
+                   t.dtype, ctx, out_dtype=dt.int32)
+    fake = Node("matmul", [], n.outputs, {}, n.name)
+    return rule_matmul(ctx, fake, [centered(A, azp, -2), centered(B, bzp, -1)])
+
+
 # ---- the table -----------------------------------------------------------------------------------
 RULES = {
     "reduce_sum": rule_reduce, "reduce_mean": rule_reduce, "reduce_prod": rule_reduce,
@@ -721,6 +1161,12 @@ RULES = {
     "matmul": rule_matmul, "conv": rule_conv,
     "max_pool": rule_pool, "avg_pool": rule_pool, "lp_pool": rule_pool,
     "global_pool": rule_global_pool,
+    "nll_loss": rule_nll_loss, "hardmax": rule_hardmax, "dropout": rule_dropout, "bitcast": rule_bitcast,
+    "scatter_elements": rule_scatter_elements, "scatter_nd": rule_scatter_nd, "gather_nd": rule_gather_nd,
+    "reverse_sequence": rule_reverse_sequence, "quantize_linear": rule_quantize_linear,
+    "dequantize_linear": rule_dequantize_linear, "requantize": rule_requantize,
+    "dynamic_quantize_linear": rule_dynamic_quantize_linear, "lrn": rule_lrn,
+    "conv_transpose": rule_conv_transpose, "matmul_integer": rule_matmul_integer,
 }
 
 
@@ -729,6 +1175,8 @@ def rule_for(n: Node):
     r = RULES.get(n.op)
     if r is not None:
         return r
+    if n.op == "fused":
+        raise LoweringError("a fused group inside a fused group", op=n.op, node=n.name)
     opdef = get_op(n.op)
     if opdef.kind == "elementwise" and opdef.scalar is not None:
         return rule_elementwise

@@ -17,10 +17,6 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import functools
-
-import llvmlite.binding as llvm
-
 from irgraph.errors import CompileError
 from irgraph.fileio import atomic_write
 from irgraph.version import __version__
@@ -31,59 +27,11 @@ MAGIC = b"IRGOBJ1\n"
 _HEADER_LEN = len(MAGIC) + 64 + 1 + 20 + 1   # magic, sha256 hex, '\n', length (20 digits), '\n'
 
 
-# ---- engines with their own target machine
-# MCJIT takes ownership of the TargetMachine it is created with and frees it with the engine
-# (llvmlite marks it ``_owned``). ``llvm_target.jit``/``load_object`` hand it the process-wide
-# ``host_target()``, so once the first engine is garbage-collected that shared machine is freed and
-# the next parse/compile/engine disposal crashes (seen as a segfault in ExecutionEngine._dispose
-# after a few kernels were built and dropped). Until llvm_target creates a machine per engine, the
-# kernels here go through these helpers: one private machine for parsing/optimizing/emitting that
-# no engine owns, and a fresh one per engine.
-def _new_target_machine(cpu: str | None = None, features: str | None = None):
-    llvm_target._init()
-    host = llvm_target.host_cpu()
-    target = llvm.Target.from_triple(llvm.get_process_triple())
-    return target.create_target_machine(cpu=cpu or host.name, features=host.features if features is None
-                                        else features, opt=3, reloc="default",
-                                        codemodel="jitdefault", jit=True)
-
-
-@functools.lru_cache(maxsize=None)
-def _compile_target(cpu: str | None = None, features: str | None = None):
-    return _new_target_machine(cpu, features)
-
-
-def emit_object(ir_text: str) -> bytes:
-    """O3 + code generation for the host into relocatable object bytes."""
-    tm = _compile_target()
-    return tm.emit_object(llvm_target.optimize(llvm_target.parse(ir_text, tm), tm))
-
-
-def emit_assembly(ir_text: str, cpu: str | None = None, features: str | None = None) -> str:
-    tm = _compile_target(cpu, features)
-    return tm.emit_assembly(llvm_target.optimize(llvm_target.parse(ir_text, tm), tm))
-
-
-def load_object(obj: bytes) -> llvm_target.Library:
-    """Machine code from object bytes, in an engine that owns its own target machine."""
-    empty = llvm_target.parse("", _compile_target())
-    ref = llvm.ObjectFileRef.from_data(bytes(obj))
-    ee = llvm.create_mcjit_compiler(empty, _new_target_machine())
-    ee.add_object_file(ref)
-    ee.finalize_object()
-    return llvm_target.Library(ee, (empty, ref))
-
-
-def jit(ir_text: str, cpu: str | None = None, features: str | None = None) -> llvm_target.Library:
-    """Compile in memory (no cache); ``cpu``/``features`` target another CPU than the host's."""
-    import time
-    ctm = _compile_target(cpu, features)
-    t0 = time.perf_counter()
-    mod = llvm_target.optimize(llvm_target.parse(ir_text, ctm), ctm)
-    t1 = time.perf_counter()
-    ee = llvm.create_mcjit_compiler(mod, _new_target_machine(cpu, features))
-    ee.finalize_object()
-    return llvm_target.Library(ee, (mod,), {"optimize": t1 - t0, "codegen": time.perf_counter() - t1})
+# compiling and loading go through llvm_target (one target machine per execution engine)
+emit_object = llvm_target.emit_object
+emit_assembly = llvm_target.emit_assembly
+load_object = llvm_target.load_object
+jit = llvm_target.jit
 
 
 def cache_dir() -> Path:

@@ -38,6 +38,7 @@ class ModuleGen:
         self.module = ir.Module(name=symbol(name))
         self.num_threads = int(num_threads)
         self.uses_gomp = False
+        self._gemms: dict = {}
         self._names: set = set()
         self._n = itertools.count()
 
@@ -90,6 +91,16 @@ class ModuleGen:
             b.call(kfn, args)
         b.ret_void()
         return fn
+
+    def gemm(self, trans_a: bool, trans_b: bool, packed_b: bool) -> ir.Function:
+        """The fp32 GEMM variant (backends/cpu/gemm.py), emitted into this module once."""
+        key = (trans_a, trans_b, packed_b)
+        if key not in self._gemms:
+            k = gemm_kernel(trans_a, trans_b, packed_b, self.num_threads)
+            k.name = self.unique(f"irg_gemm_{int(trans_a)}{int(trans_b)}{int(packed_b)}")
+            self._gemms[key] = k.emit(self.module)
+            self.uses_gomp = self.uses_gomp or k.parallel
+        return self._gemms[key]
 
     def gomp(self):
         self.uses_gomp = True
@@ -224,8 +235,21 @@ class _FnGen:
         self.b.call(par, [tramp, arr, ir.Constant(I32, mg.num_threads), ir.Constant(I32, 0)])
 
     def extern(self, s: ExternCall) -> None:
-        from .templates import emit_extern  # a backend's hand-written templates
-        emit_extern(self, s)
+        if s.fn != "gemm":
+            raise LoweringError(f"the CPU backend has no template {s.fn!r}")
+        a = s.attrs
+        fn = self.mg.gemm(a["trans_a"], a["trans_b"], a["packed_b"])
+        A, B, C, ws = s.args
+        b = self.b
+
+        def at(buf, off):
+            return b.gep(self.ptrs[id(buf)], [ir.Constant(I64, int(off))], inbounds=True,
+                         source_etype=mem_type(buf.dtype))
+        null = ir.Constant(PTR, None)
+        ints = [a["M"], a["N"], a["K"], a["lda"], a["ldb"], 0, a["ldc"], a["batch"], a["sa"], a["sb"], 0,
+                a["sc"]]
+        b.call(fn, [at(A, a["a_off"]), at(B, a["b_off"]), null, null, at(C, a["c_off"])]
+               + [ir.Constant(I64, int(v)) for v in ints] + [self.ptrs[id(ws)], ir.Constant(I64, self.mg.num_threads)])
 
     # -- expressions --
     def addr(self, buf: Buffer, idx: V):
@@ -263,6 +287,83 @@ class _FnGen:
         return cache[id(e)]
 
 
+def gemm_kernel(trans_a: bool, trans_b: bool, packed_b: bool, num_threads: int):
+    from .gemm import Epilogue, GemmConfig, GemmKernel
+    return GemmKernel(GemmConfig.for_host(), Epilogue(), packed_b=packed_b, trans_a=trans_a,
+                      trans_b=trans_b, parallel=num_threads > 1)
+
+
+class CpuTemplates:
+    """What the CPU backend computes with hand-written kernels instead of generic loop nests
+    (passed to ``lower_node``): float32 matmul and convolution through the packed GEMM."""
+
+    def __init__(self, num_threads: int = 1):
+        self.num_threads = num_threads
+
+    def matmul(self, ctx, A, B, C) -> bool:
+        """``C[t] = A[t] @ B[t]`` for (batch, M, K) x (batch, K, N) -> (batch, M, N) float32 views."""
+        import numpy as np
+
+        from irgraph import dtype as dt
+
+        from ..lower_tensor import View
+        from .gemm import pack_b, workspace_bytes
+        if not (A.dtype is B.dtype is C.dtype is dt.float32):
+            return False
+        nb, M, K = A.shape
+        N = B.shape[2]
+        if min(M, N, K, nb) == 0 or not isinstance(C, View):
+            return False
+        A = ctx.force(A)
+        if A.strides[2] == 1 or K == 1:
+            ta, lda = False, A.strides[1] if M > 1 else K
+        elif A.strides[1] == 1:
+            ta, lda = True, A.strides[2]
+        else:
+            A = _contiguous(ctx, A)
+            ta, lda = False, K
+        cfg = gemm_kernel(False, False, True, self.num_threads).config
+        packed = False
+        if isinstance(B, View) and B.buf.data is not None:
+            data = B.to_numpy()
+            if nb > 1 and B.strides[0] == 0:
+                data = data[0]
+            pk = pack_b(np.ascontiguousarray(data, np.float32), cfg.nr)
+            Bv = ctx.const(pk.data, B.buf.name + "_packed")
+            if not isinstance(Bv, View):
+                return False
+            packed, tb, ldb, sb, boff = True, False, 0, (pk.batch_stride if pk.batch else 0), Bv.offset
+            Bbuf = Bv.buf
+        else:
+            B = ctx.force(B)
+            if B.strides[2] == 1 or N == 1:
+                tb, ldb = False, B.strides[1] if K > 1 else N
+            elif B.strides[1] == 1:
+                tb, ldb = True, B.strides[2]
+            else:
+                B = _contiguous(ctx, B)
+                tb, ldb = False, N
+            sb, boff, Bbuf = B.strides[0] if nb > 1 else 0, B.offset, B.buf
+        if C.strides[2] != 1 and N > 1 or (M > 1 and C.strides[1] < N):
+            return False
+        ldc = C.strides[1] if M > 1 else N
+        ws = ctx.buffer("gemm_ws", dt.uint8, (workspace_bytes(cfg, M, N, K, self.num_threads, packed),), "temp")
+        from ..kernel_ir import ExternCall
+        ctx.body.append(ExternCall("gemm", [A.buf, Bbuf, C.buf, ws], {
+            "M": M, "N": N, "K": K, "batch": nb, "trans_a": ta, "trans_b": tb, "packed_b": packed,
+            "lda": lda, "ldb": ldb, "ldc": ldc, "sa": A.strides[0] if nb > 1 else 0, "sb": sb,
+            "sc": C.strides[0] if nb > 1 else 0, "a_off": A.offset, "b_off": boff, "c_off": C.offset}))
+        return True
+
+
+def _contiguous(ctx, v):
+    from ..lower_tensor import Generic, View
+    buf = ctx.buffer("cont", v.dtype, v.shape, "temp")
+    out = View.of(buf, ctx)
+    ctx.store(Generic(v.shape, v.dtype, ctx, v.at, 0), out)
+    return out
+
+
 def kernel_module(kernels, num_threads: int = 1, name: str = "kernels") -> tuple[ModuleGen, list]:
     """A module with ``kernels`` and, for each, an external wrapper ``run_<name>(ptr* bufs)``
     (used by tests to call one kernel directly)."""
@@ -282,29 +383,14 @@ def kernel_module(kernels, num_threads: int = 1, name: str = "kernels") -> tuple
     return mg, wrappers
 
 
-def compile_module(mg: ModuleGen, speed_level: int = 3):
-    """JIT the module for the host (libgomp made resolvable first when threads are used)."""
-    import time
-
-    import llvmlite.binding as llvm
-
-    from . import llvm_target as lt
+def compile_module(mg: ModuleGen, cache=True):
+    """Machine code for the module: from the on-disk object cache (cache.py) when this exact IR
+    was compiled before on this host, else O3 + codegen (libgomp loaded first when used)."""
+    from . import cache as object_cache
+    from . import llvm_target
     if mg.uses_gomp:
-        lt.load_gomp()
-    tm = lt.host_target()
-    t0 = time.perf_counter()
-    mod = lt.parse(str(mg.module), tm)
-    t1 = time.perf_counter()
-    lt.optimize(mod, tm, speed_level)
-    t2 = time.perf_counter()
-    # MCJIT takes ownership of the target machine it is given and frees it with the engine, so
-    # the engine gets its own (llvm_target.jit hands it the shared cached one: after the first
-    # Library is collected, that cached machine is freed memory)
-    own_tm = lt.host_target.__wrapped__(3)
-    ee = llvm.create_mcjit_compiler(mod, own_tm)
-    ee.finalize_object()
-    t3 = time.perf_counter()
-    return lt.Library(ee, (mod, own_tm), {"parse": t1 - t0, "optimize": t2 - t1, "codegen": t3 - t2})
+        llvm_target.load_gomp()
+    return object_cache.compile_cached(str(mg.module), options="model", cache=cache)
 
 
 def dtype_ok(d: DType) -> bool:

@@ -7,13 +7,16 @@ Structure (Goto/BLIS blocking; measured recipes in shared/reference/llvm-cpu/REA
         pack B[pc:pc+kc, jc:jc+nc] into NR-wide panels      (skipped for a pre-packed B)
         for ic in 0..M step MC:             A block (MC x KC), stays in L2
           pack A[ic:ic+mc, pc:pc+kc] into MR-tall panels
-          for jr in 0..nc step NR:          B micro-panel (KC x NR), stays in L1
+          for jr in 0..nc step NR:          B micro-panel (KC x NR), reused across ir
             for ir in 0..mc step MR:
               micro-kernel: MR x NR/L accumulators of <L x float>, llvm.fmuladd
               last K block: epilogue on the tile while it is in L1
 
 Packing zero-pads partial panels; the C update and the epilogue use masked loads/stores, so one
-kernel body serves every tile. ``M < small_m`` takes an unpacked streaming path (batch-1 linear
+kernel body serves every tile (plus MR/2- and MR/4-row kernels for a short last panel of A).
+K blocks are of equal depth. Threads (libgomp, ``threads.py``) take whole batch items when there
+are enough, else NR-aligned column or MR-aligned row ranges of each matrix (whichever balances
+better and packs less twice), never K, so results do not depend on the thread count. ``M < small_m`` takes an unpacked streaming path (batch-1 linear
 layers are bandwidth-bound GEMVs). The vector width L comes from the host (16 lanes with
 AVX-512, 8 with AVX2, 4 otherwise) and can be forced through ``GemmConfig.for_lanes``.
 
@@ -59,6 +62,7 @@ Python API: ``GemmKernel(config, epilogue=...).build()`` returns a callable
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import threading
 from contextlib import contextmanager
@@ -107,7 +111,9 @@ class GemmConfig:
     unroll: int = 4         # k-loop unroll of the micro-kernel
     prefetch_c: bool = True
     small_m: int = 4        # M below this: streaming GEMV path without packing
-    gemv_kb: int = 8        # rows of B streamed together by the GEMV path (half for M > 1)
+    gemv_kb: int = 8        # rows of B streamed together by the GEMV path (half for M > 1);
+    #                         8 measured 1.1x faster than 4 at 1x4096x1024, software prefetch
+    #                         of later rows 10-20% slower
     parallel_min_flops: int = 1 << 20   # below: one thread (a libgomp region costs ~1-2 us)
 
     def __post_init__(self):
@@ -184,7 +190,7 @@ def _round_up(x: int, m: int) -> int:
 
 
 def workspace_floats_per_thread(cfg: GemmConfig, M: int, N: int, K: int, packed_b: bool) -> int:
-    """Scratch floats one thread needs; ``_ws_stride`` emits the same formula in IR."""
+    """Scratch floats one thread needs; ``_GemmEmitter.ws_stride`` emits the same formula in IR."""
     kcb = min(cfg.kc, max(K, 0))
     mcb = min(cfg.mc, _round_up(max(M, 0), cfg.mr))
     ncb = min(cfg.nc, _round_up(max(N, 0), cfg.nr))
@@ -209,6 +215,11 @@ def imin(b, x, y):
 
 def imax(b, x, y):
     return b.select(b.icmp_signed(">", x, y), x, y)
+
+
+def round_up(b, x, m: int):
+    """``x`` rounded up to a multiple of ``m`` (x >= 0)."""
+    return b.mul(b.sdiv(b.add(x, i64(m - 1)), i64(m)), i64(m))
 
 
 def fptr(b, p, idx, ety=F32):
@@ -769,15 +780,12 @@ class _GemmEmitter:
     def ws_stride(self, b, M, N, K):
         """Floats of ws per thread: the IR twin of ``workspace_floats_per_thread``."""
         cfg = self.cfg
-
-        def rup(x, m):
-            return b.mul(b.sdiv(b.add(x, i64(m - 1)), i64(m)), i64(m))
         kcb = imin(b, i64(cfg.kc), imax(b, K, i64(0)))
-        mcb = imin(b, i64(cfg.mc), rup(imax(b, M, i64(0)), cfg.mr))
-        s = rup(b.mul(mcb, kcb), 16)
+        mcb = imin(b, i64(cfg.mc), round_up(b, imax(b, M, i64(0)), cfg.mr))
+        s = round_up(b, b.mul(mcb, kcb), 16)
         if not self.k.packed_b:
-            ncb = imin(b, i64(cfg.nc), rup(imax(b, N, i64(0)), cfg.nr))
-            s = b.add(s, rup(b.mul(kcb, ncb), 16))
+            ncb = imin(b, i64(cfg.nc), round_up(b, imax(b, N, i64(0)), cfg.nr))
+            s = b.add(s, round_up(b, b.mul(kcb, ncb), 16))
         return s
 
     def serial(self):
@@ -851,11 +859,11 @@ class _GemmEmitter:
 
         # ---- blocked path
         b.position_at_end(blocked)
-        Bws = ws
-        Aws = fptr(b, ws, b.mul(b.sdiv(b.add(b.mul(imin(b, i64(KC), K), imin(b, i64(NC), b.mul(
-            b.sdiv(b.add(N, i64(NR - 1)), i64(NR)), i64(NR)))), i64(15)), i64(16)), i64(16)))
-        if k.packed_b:
-            Aws = ws
+        # ws = [packed B block (unless B comes packed)][packed A block], as in ws_stride
+        Bws, Aws = ws, ws
+        if not k.packed_b:
+            ncb = imin(b, i64(NC), round_up(b, N, NR))
+            Aws = fptr(b, ws, round_up(b, b.mul(imin(b, i64(KC), K), ncb), 16))
         # K blocks of equal depth (a multiple of the unroll): K = KC + 76 would otherwise end with a
         # thin block that pays a whole pass over C for little work
         nkb = b.sdiv(b.add(K, i64(KC - 1)), i64(KC))
@@ -1016,6 +1024,10 @@ class PackedB:
     nr: int
     batch: int | None = None      # None: one matrix (broadcast over a batch)
 
+    @functools.cached_property
+    def address(self) -> int:
+        return self.data.ctypes.data
+
     @property
     def batch_stride(self) -> int:
         """Elements between packed batch items (the ABI's ``sb``)."""
@@ -1098,6 +1110,16 @@ class GemmKernel:
 
 
 _VP, _I64 = ctypes.c_void_p, ctypes.c_int64
+_CHAR = ctypes.c_char
+
+
+def _addr(x: np.ndarray) -> int:
+    """Data address of an array: ~0.2 us through the buffer protocol where the array exports a
+    writable contiguous buffer, else numpy's ctypes attribute (~1 us)."""
+    try:
+        return ctypes.addressof(_CHAR.from_buffer(x))
+    except (TypeError, ValueError, BufferError):
+        return x.ctypes.data
 
 
 class CompiledGemm:
@@ -1145,7 +1167,7 @@ class CompiledGemm:
                 raise InputError("this kernel takes B packed by its pack_b()", input="B",
                                  actual=type(b).__name__)
             Kb, N, batch_b = b.k, b.n, b.batch
-            bptr, ldb, sb = b.data.ctypes.data, 0, (b.batch_stride if b.batch else 0)
+            bptr, ldb, sb = b.address, 0, (b.batch_stride if b.batch else 0)
         else:
             b = self._operand(b, "B")
             if k.trans_b:
@@ -1153,7 +1175,7 @@ class CompiledGemm:
             else:
                 Kb, N = b.shape[-2:]
             batch_b = b.shape[0] if b.ndim == 3 else None
-            bptr, ldb = b.ctypes.data, b.strides[-2] >> 2
+            bptr, ldb = _addr(b), b.strides[-2] >> 2
             sb = b.strides[0] >> 2 if b.ndim == 3 else 0
         if Kb != K:
             raise InputError("inner dimensions of A and B differ", input="B", expected=K, actual=Kb)
@@ -1169,7 +1191,7 @@ class CompiledGemm:
             if bias.shape[0] != N:
                 raise InputError("bias must hold one value per output column", input="bias",
                                  expected=(N,), actual=bias.shape)
-            bias_ptr = bias.ctypes.data
+            bias_ptr = _addr(bias)
         if residual is not None:
             residual = self._operand(residual, "residual")
             if residual.shape[-2:] != (M, N) or (residual.ndim == 3 and residual.shape[0] != batch):
@@ -1177,7 +1199,7 @@ class CompiledGemm:
                                  expected=oshape, actual=residual.shape)
             ldr = residual.strides[-2] >> 2
             sr = residual.strides[0] >> 2 if residual.ndim == 3 else 0
-            res_ptr = residual.ctypes.data
+            res_ptr = _addr(residual)
         if out is None:
             out = np.empty(oshape, np.float32)
         elif (type(out) is not np.ndarray or out.dtype.char != "f" or out.shape != oshape
@@ -1188,7 +1210,7 @@ class CompiledGemm:
         sc = out.strides[0] >> 2 if out.ndim == 3 else 0
         if residual is not None and np.may_share_memory(residual, out) and (
                 k.epilogue.residual_after_activation or residual.strides != out.strides
-                or res_ptr != out.ctypes.data):
+                or res_ptr != _addr(out)):
             raise InputError("residual may be the output array itself, but not otherwise overlap it"
                              " (nor alias it when added after the activation)", input="residual")
         nth = self.num_threads if num_threads is None else max(1, int(num_threads))
@@ -1198,13 +1220,13 @@ class CompiledGemm:
                 if self._ws.size < need:
                     self._ws = np.empty(need, np.uint8)
                     self._ws_ptr = self._ws.ctypes.data
-                self._fn(a.ctypes.data, bptr, bias_ptr, res_ptr, out.ctypes.data, M, N, K, lda, ldb,
+                self._fn(_addr(a), bptr, bias_ptr, res_ptr, _addr(out), M, N, K, lda, ldb,
                          ldr, ldc, batch, sa[0] >> 2 if a.ndim == 3 else 0, sb, sr, sc,
                          self._ws_ptr, nth)
             finally:
                 self._lock.release()
         else:   # another thread is using the shared workspace
             ws = np.empty(need, np.uint8)
-            self._fn(a.ctypes.data, bptr, bias_ptr, res_ptr, out.ctypes.data, M, N, K, lda, ldb,
+            self._fn(_addr(a), bptr, bias_ptr, res_ptr, _addr(out), M, N, K, lda, ldb,
                      ldr, ldc, batch, sa[0] >> 2 if a.ndim == 3 else 0, sb, sr, sc, ws.ctypes.data, nth)
         return out

@@ -72,11 +72,19 @@ def host_cpu() -> HostCPU:
 
 
 @functools.lru_cache(maxsize=None)
-def host_target(opt: int = 3):
-    cpu = host_cpu()
+def host_target(opt: int = 3, cpu: str | None = None, features: str | None = None):
+    """A shared target machine for parsing, optimizing and emitting. Never hand it to an
+    execution engine: MCJIT takes ownership and frees it with the engine (use new_target).
+    ``cpu``/``features`` name another CPU than the host's (to check AVX2-only code paths)."""
+    return new_target(opt, cpu, features)
+
+
+def new_target(opt: int = 3, cpu: str | None = None, features: str | None = None):
+    """A fresh target machine for the host (or the named CPU); one per execution engine."""
+    host = host_cpu()
     target = llvm.Target.from_triple(llvm.get_process_triple())
-    return target.create_target_machine(cpu=cpu.name, features=cpu.features, opt=opt,
-                                        reloc="default", codemodel="jitdefault", jit=True)
+    return target.create_target_machine(cpu=cpu or host.name, features=host.features if features is None else features,
+                                        opt=opt, reloc="default", codemodel="jitdefault", jit=True)
 
 
 def parse(ir_text: str, tm=None):
@@ -126,17 +134,18 @@ class Library:
         return self._fns[key]
 
 
-def jit(ir_text: str, speed_level: int = 3) -> Library:
-    tm = host_target()
+def jit(ir_text: str, cpu: str | None = None, features: str | None = None, speed_level: int = 3) -> Library:
+    """Compile in memory; ``cpu``/``features`` target another CPU than the host's."""
+    ctm = host_target(3, cpu, features)
     t0 = time.perf_counter()
-    mod = parse(ir_text, tm)
+    mod = parse(ir_text, ctm)
     t1 = time.perf_counter()
-    optimize(mod, tm, speed_level)
+    optimize(mod, ctm, speed_level)
     t2 = time.perf_counter()
-    ee = llvm.create_mcjit_compiler(mod, tm)
+    ee = llvm.create_mcjit_compiler(mod, new_target(3, cpu, features))  # the engine owns its machine
     ee.finalize_object()
     t3 = time.perf_counter()
-    return Library(ee, (mod, tm), {"parse": t1 - t0, "optimize": t2 - t1, "codegen": t3 - t2})
+    return Library(ee, (mod,), {"parse": t1 - t0, "optimize": t2 - t1, "codegen": t3 - t2})
 
 
 def emit_object(ir_text: str, speed_level: int = 3) -> bytes:
@@ -144,20 +153,19 @@ def emit_object(ir_text: str, speed_level: int = 3) -> bytes:
     return tm.emit_object(optimize(parse(ir_text, tm), tm, speed_level))
 
 
-def emit_assembly(ir_text: str, speed_level: int = 3) -> str:
-    tm = host_target()
+def emit_assembly(ir_text: str, cpu: str | None = None, features: str | None = None, speed_level: int = 3) -> str:
+    tm = host_target(3, cpu, features)
     return tm.emit_assembly(optimize(parse(ir_text, tm), tm, speed_level))
 
 
 def load_object(obj: bytes) -> Library:
     """Load object code emitted earlier (any process); symbols resolve against loaded libraries."""
-    tm = host_target()
-    empty = parse("", tm)
-    ee = llvm.create_mcjit_compiler(empty, tm)
+    empty = parse("", host_target())
+    ee = llvm.create_mcjit_compiler(empty, new_target())  # the engine owns its machine
     ref = llvm.ObjectFileRef.from_data(bytes(obj))
     ee.add_object_file(ref)
     ee.finalize_object()
-    return Library(ee, (empty, tm, ref))
+    return Library(ee, (empty, ref))
 
 
 @functools.lru_cache(maxsize=None)

@@ -105,6 +105,8 @@ class Program:
         self.num_threads = int(num_threads)
         self.allow_fallback = bool(fallback)
         self.report = CpuReport(notes=list(notes or []))
+        from .codegen import CpuTemplates
+        self.templates = CpuTemplates(self.num_threads)
         self._lock = threading.Lock()
         t0 = time.perf_counter()
         self.steps = self._plan_steps()
@@ -146,7 +148,7 @@ class Program:
                 self.report.aliases += 1
                 continue
             try:
-                plan = lower_node(n)
+                plan = lower_node(n, templates=self.templates)
                 steps.append(Step("kernel", n, plan))
             except LoweringError as e:
                 steps.append(Step("fallback", n, reason=e.message))

@@ -28,9 +28,32 @@ PTR = ir.PointerType()
 _HALF = (dt.float16, dt.bfloat16)
 
 
+# Narrow types (ml_dtypes stores each in one byte): integers are held sign- or zero-extended in
+# an i8 register; float8/float4 values in a float32 register holding an exactly representable
+# value (decoded by table on load, rounded and encoded on store and after each op).
+SMALL_INTS = (dt.int4, dt.uint4, dt.int2, dt.uint2)
+# format: (mantissa bits, bias, min exponent, max exponent field, max mantissa at it,
+#          overflow: "nan"|"inf"|"sat", nan code, inf code or None, -0 exists, sign bit)
+SMALL_FLOATS = {
+    dt.float8e4m3fn: (3, 7, -6, 15, 6, "nan", 0x7F, None, True, 7),
+    dt.float8e4m3fnuz: (3, 8, -7, 15, 7, "nan", 0x80, None, False, 7),
+    dt.float8e5m2: (2, 15, -14, 30, 3, "inf", 0x7E, 0x7C, True, 7),
+    dt.float8e5m2fnuz: (2, 16, -15, 31, 3, "nan", 0x80, None, False, 7),
+    dt.float4e2m1: (1, 1, 0, 3, 1, "sat", None, None, True, 3),
+}
+
+
+def is_narrow(d: DType) -> bool:
+    return d in SMALL_INTS or d in SMALL_FLOATS
+
+
 def reg_type(d: DType) -> ir.Type:
     if d.is_bool:
         return I1
+    if d in SMALL_INTS:
+        return I8
+    if d in SMALL_FLOATS:
+        return F32
     if d.is_int:
         return ir.IntType(d.bits)
     if d is dt.float16:
@@ -43,7 +66,7 @@ def reg_type(d: DType) -> ir.Type:
 
 
 def mem_type(d: DType) -> ir.Type:
-    if d.is_bool:
+    if d.is_bool or is_narrow(d):
         return I8
     if d is dt.bfloat16:
         return I16
@@ -109,6 +132,10 @@ class LLVMScalar(ScalarBuilder):
         """Wrap a result; bfloat16 results are rounded to bfloat16 (held in a float)."""
         if d is dt.bfloat16:
             value = self._round_bf16(value)
+        elif d in SMALL_FLOATS:
+            value = self._decode(self._encode(value, d), d)
+        elif d in SMALL_INTS:
+            value = self._wrap(value, d)
         return V(value, d)
 
     def _const_ir(self, value, d: DType):
@@ -133,6 +160,10 @@ class LLVMScalar(ScalarBuilder):
     # ---- memory -----------------------------------------------------------------------------
     def load(self, ptr, d: DType) -> V:
         raw = self.b.load(ptr, typ=mem_type(d))
+        if d in SMALL_INTS:
+            return V(self._wrap(raw, d), d)
+        if d in SMALL_FLOATS:
+            return V(self._decode(raw, d), d)
         if d.is_bool:
             return V(self.b.icmp_unsigned("!=", raw, ir.Constant(I8, 0)), d)
         if d is dt.bfloat16:
@@ -145,9 +176,82 @@ class LLVMScalar(ScalarBuilder):
         v = x.value
         if d.is_bool:
             v = self.b.zext(v, I8)
+        elif d in SMALL_INTS:
+            v = self.b.and_(v, ir.Constant(I8, (1 << d.bits) - 1))
+        elif d in SMALL_FLOATS:
+            v = self._encode(v, d)
         elif d is dt.bfloat16:
             v = self.b.trunc(self.b.lshr(self.b.bitcast(v, I32), ir.Constant(I32, 16)), I16)
         self.b.store(v, ptr)
+
+    # ---- narrow types ------------------------------------------------------------------------------
+    def _wrap(self, v, d: DType):
+        """An i8 holding the low ``d.bits`` bits, sign- or zero-extended (ml_dtypes' int4 …)."""
+        sh = ir.Constant(I8, 8 - d.bits)
+        if d.kind == "i":
+            return self.b.ashr(self.b.shl(v, sh), sh)
+        return self.b.and_(v, ir.Constant(I8, (1 << d.bits) - 1))
+
+    def _decode(self, code, d: DType):
+        """float8/float4 code (i8) -> float32, by a table built from ml_dtypes."""
+        import numpy as np
+        n = 16 if d is dt.float4e2m1 else 256
+        name = f"irg.decode.{d.name}"
+        g = self.module.globals.get(name)
+        if g is None:
+            vals = np.arange(n, dtype=np.uint8).view(d.np).astype(np.float32)
+            aty = ir.ArrayType(F32, n)
+            g = ir.GlobalVariable(self.module, aty, name=name)
+            g.initializer = ir.Constant(aty, [float(v) for v in vals])
+            g.global_constant = True
+            g.linkage = "internal"
+        idx = self.b.zext(code, I64)
+        if n == 16:
+            idx = self.b.and_(idx, ir.Constant(I64, 15))
+        p = self.b.gep(g, [ir.Constant(I64, 0), idx], inbounds=True, source_etype=g.value_type)
+        return self.b.load(p, typ=F32)
+
+    def _encode(self, x, d: DType):
+        """float32 -> float8/float4 code, rounding to nearest even, overflow and NaN as ml_dtypes."""
+        M, bias, emin, maxe, maxm, over, nan_code, inf_code, negzero, sbit = SMALL_FLOATS[d]
+        b = self.b
+        c32 = lambda v: ir.Constant(I32, v)  # noqa: E731
+        bits = b.bitcast(x, I32)
+        sign = b.lshr(bits, c32(31))
+        a = self._call(self._intrin("fabs", F32), [x])
+        eu = b.sub(b.and_(b.lshr(b.bitcast(a, I32), c32(23)), c32(0xFF)), c32(127))
+        e = b.select(b.icmp_signed("<", eu, c32(emin)), c32(emin), eu)
+        e = b.select(b.icmp_signed(">", e, c32(126)), c32(126), e)
+        scale = b.bitcast(b.shl(b.add(b.sub(c32(M), e), c32(127)), c32(23)), F32)
+        m = self._call(self._intrin("roundeven", F32), [b.fmul(a, scale)])
+        big = b.fcmp_ordered(">=", m, self._fc(float(1 << (M + 2))))
+        mi = b.fptoui(b.select(big, self._fc(float(1 << (M + 2))), m), I32)
+        carry = b.icmp_unsigned(">=", mi, c32(1 << (M + 1)))
+        e = b.select(carry, b.add(e, c32(1)), e)
+        mi = b.select(carry, b.lshr(mi, c32(1)), mi)
+        normal = b.icmp_unsigned(">=", mi, c32(1 << M))
+        ef = b.select(normal, b.add(e, c32(bias)), c32(0))
+        mant = b.select(normal, b.sub(mi, c32(1 << M)), mi)
+        overflow = b.or_(b.or_(big, b.icmp_signed(">", ef, c32(maxe))),
+                         b.and_(b.icmp_signed("==", ef, c32(maxe)), b.icmp_unsigned(">", mant, c32(maxm))))
+        mag = b.or_(b.shl(ef, c32(M)), mant)
+        sgn = b.shl(sign, c32(sbit))
+        if over == "sat":
+            ovc = b.or_(c32((maxe << M) | maxm), sgn)
+        elif over == "inf":
+            ovc = b.or_(c32(inf_code), sgn)
+        else:
+            ovc = c32(nan_code) if not negzero else b.or_(c32(nan_code), sgn)
+        code = b.select(overflow, ovc, b.or_(mag, sgn) if negzero else
+                        b.select(b.icmp_unsigned("==", mag, c32(0)), c32(0), b.or_(mag, sgn)))
+        isinf = b.fcmp_ordered("==", a, self._fc(float("inf")))
+        code = b.select(isinf, ovc, code)
+        if nan_code is None:  # float4: NaN comes out as a zero of the opposite sign (ml_dtypes)
+            nanc = b.shl(b.xor(sign, c32(1)), c32(sbit))
+        else:
+            nanc = c32(nan_code) if not negzero else b.or_(c32(nan_code), sgn)
+        code = b.select(b.fcmp_unordered("uno", x, x), nanc, code)
+        return b.trunc(code, I8)
 
     # ---- bfloat16 / float16 rounding ------------------------------------------------------------
     def _round_bf16(self, f):
@@ -188,6 +292,16 @@ class LLVMScalar(ScalarBuilder):
         if src is to:
             return x
         b, v = self.b, x.value
+        if src in SMALL_INTS:    # held as an extended i8: an int8/uint8 value
+            return self.cast(V(v, dt.int8 if src.kind == "i" else dt.uint8), to)
+        if src in SMALL_FLOATS:  # held as an exact float32
+            return self.cast(V(v, dt.float32), to)
+        if to in SMALL_INTS:     # wrap to the low bits, as ml_dtypes converts (through int64)
+            w = self.cast(x, dt.int64) if not src.is_bool else self.cast(x, dt.int8)
+            return V(self._wrap(b.trunc(w.value, I8) if w.value.type != I8 else w.value, to), to)
+        if to in SMALL_FLOATS:   # through float32, as ml_dtypes converts
+            f = self.cast(x, dt.float32).value
+            return V(self._decode(self._encode(f, to), to), to)
         rt = reg_type(to)
         if to.is_bool:
             if src.is_float:
@@ -208,15 +322,17 @@ class LLVMScalar(ScalarBuilder):
             if to is dt.bfloat16:
                 return self._ret(conv(v, F32), to)
             return V(conv(v, rt), to)
-        if to.is_int:  # float -> int: saturate instead of poison; small ints wrap via int64 as numpy
+        if to.is_int:  # float -> int as numpy on x86: int32 directly, others through int64
             f = v if src is not dt.float16 else b.fpext(v, F32)
             ft = f.type
             if to is dt.uint64:
-                s = self._call(self._sat("fptosi", ft, I64), [f])
+                s = self._fptoi(f, I64)
                 u = self._call(self._sat("fptoui", ft, I64), [f])
                 neg = b.fcmp_ordered("<", f, ir.Constant(ft, 0.0))
                 return V(b.select(neg, s, u), to)
-            s = self._call(self._sat("fptosi", ft, I64), [f])
+            if to is dt.int32:
+                return V(self._fptoi(f, I32), to)
+            s = self._fptoi(f, I64)
             return V(s if to.bits == 64 else b.trunc(s, rt), to)
         # float -> float
         if to is dt.bfloat16:
@@ -232,6 +348,15 @@ class LLVMScalar(ScalarBuilder):
             return V(b.fptrunc(self._f64_to_f32_odd(v), F16), to)
         order = {dt.float16: 0, dt.float32: 1, dt.float64: 2}
         return V(b.fpext(v, rt) if order[to] > order[src] else b.fptrunc(v, rt), to)
+
+    def _fptoi(self, f, it):
+        """Truncating float -> signed int; out of range and NaN give INT_MIN (x86's cvttss2si,
+        which is what numpy returns), never poison."""
+        b = self.b
+        s = self._call(self._sat("fptosi", f.type, it), [f])
+        lim = ir.Constant(f.type, float(2 ** (it.width - 1)))
+        ok = b.fcmp_ordered("<", self._call(self._intrin("fabs", f.type), [f]), lim)
+        return b.select(ok, s, ir.Constant(it, -(1 << (it.width - 1))))
 
     def _sat(self, kind: str, ft, it):
         return self._fn(f"llvm.{kind}.sat.i{it.width}.{'f32' if ft == F32 else 'f64'}", it, [ft])

@@ -50,7 +50,8 @@ def declare(mod: ir.Module, name: str, ret: ir.Type, args: list) -> ir.Function:
 
 
 def emit_trampoline(mod: ir.Module, worker: ir.Function) -> ir.Function:
-    """``void <worker>.omp_fn(ptr ctx)``: calls ``worker(omp_get_thread_num(), omp_get_num_threads(), ctx)``."""
+    """``void <worker>.omp_fn(ptr ctx)``, the function libgomp runs on each thread: it calls
+    ``worker(omp_get_thread_num(), omp_get_num_threads(), ctx)``."""
     name = worker.name + ".omp_fn"
     try:
         return mod.get_global(name)

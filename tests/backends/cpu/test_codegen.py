@@ -18,6 +18,14 @@ from irgraph.graph import Graph
 from irgraph.types import TensorType
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _private_object_cache(tmp_path_factory):
+    """Compiled modules go to a temporary object cache, not the user's."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("IRGRAPH_CACHE_DIR", str(tmp_path_factory.mktemp("irgraph_cache")))
+        yield
+
+
 def run_kernel(kernel, arrays: dict, num_threads: int = 1):
     """Compile one kernel and run it on arrays named like its buffers (outputs/temps allocated)."""
     mg, wrappers = kernel_module([kernel], num_threads)
