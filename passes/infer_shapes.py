@@ -19,7 +19,6 @@ means "copy the input dim"; a symbol bound to 0 at run time would too).
 """
 from __future__ import annotations
 
-from collections import Counter
 
 import numpy as np
 
@@ -28,7 +27,7 @@ from irgraph.graph import Graph, Node, Value
 from irgraph.ops.evaluate import MAX_KNOWN_ELEMENTS, known_value, propagate_values
 from irgraph.ops.registry import get_op
 from irgraph.ops.shape import _shape_bounds
-from irgraph.ops.shapes import broadcast_shapes
+from irgraph.ops.shapes import broadcast_shapes, dims_product
 from irgraph.types import TensorType, fresh_dim, is_static_dim
 
 from .fold_constants import replace_by_constants
@@ -286,14 +285,7 @@ class _State:
         return None
 
 
-def _product(dims):
-    n, syms = 1, Counter()
-    for d in dims:
-        if is_static_dim(d):
-            n *= int(d)
-        else:
-            syms[d] += 1
-    return n, syms
+_product = dims_product
 
 
 def _symbolic_reshape(in_shape, spec, allowzero) -> tuple | None:

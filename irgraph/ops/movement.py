@@ -7,15 +7,13 @@ at compile time (constants, or values the importer could compute) and makes symb
 """
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 
 from .. import dtype as dt
 from ..errors import ShapeError
 from ..types import is_static_dim
 from .registry import Attr, OpDef, register
-from .shapes import broadcast_shapes, normalize_axes, normalize_axis, out
+from .shapes import dims_product, broadcast_shapes, normalize_axes, normalize_axis, out
 
 
 def raise_shape_error(msg):
@@ -58,15 +56,7 @@ def data_type(ctx):
     return x
 
 
-def _dims_product(dims):
-    """A product of dims as (static factor, multiset of symbols)."""
-    n, syms = 1, Counter()
-    for d in dims:
-        if is_static_dim(d):
-            n *= int(d)
-        else:
-            syms[d] += 1
-    return n, syms
+_dims_product = dims_product
 
 
 

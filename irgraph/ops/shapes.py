@@ -60,6 +60,18 @@ def dim_mul(a, b):
     return fresh_dim("mul")
 
 
+def dims_product(dims):
+    """A product of dims as (static factor, Counter of symbols), so [N,3,4] and [N,12] compare equal."""
+    from collections import Counter
+    n, syms = 1, Counter()
+    for d in dims:
+        if is_static_dim(d):
+            n *= int(d)
+        else:
+            syms[d] += 1
+    return n, syms
+
+
 def shape_numel(shape):
     n = 1
     for d in shape:
