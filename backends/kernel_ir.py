@@ -198,7 +198,13 @@ class If(Stmt):
 
 @dataclass(eq=False)
 class ExternCall(Stmt):
-    """A template a backend implements by hand (``fn``), over buffers and integer/float args."""
+    """A template a backend implements by hand (``fn``), over buffers and integer/float args.
+
+    ``gemm``: args [A, B, C, workspace]; for t < batch:
+    ``C[c_off + t*sc + i*ldc + j] = sum_k A[i, k] * B[k, j]`` with A read at
+    ``a_off + t*sa + i*lda + k`` (``trans_a``: ``k*lda + i``), B likewise (``trans_b``), or B
+    pre-packed by the backend at compile time (``packed_b``). float32 only.
+    """
     fn: str
     args: list
     attrs: dict = field(default_factory=dict)

@@ -28,9 +28,9 @@ from irgraph.graph import Graph, Node, Value
 from irgraph.ops.registry import get_op
 
 from . import lower_tensor as lt
-from .kernel_ir import (INDEX, SUPPORTED_DTYPES, Buffer, Const, Kernel, Loop, LoweringError, Store,
+from .kernel_ir import (SUPPORTED_DTYPES, Buffer, Const, Kernel, Loop, LoweringError, Store,
                         Var)
-from .lower_tensor import Fill, Generic, Map, Pending, T, View, delinearize, numel
+from .lower_tensor import Fill, Map, Pending, T, View, delinearize, numel
 
 # Work (elements x rough ops per element) below which a loop nest is not split across threads.
 PARALLEL_MIN_WORK = 1 << 15

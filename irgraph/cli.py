@@ -66,6 +66,32 @@ def build_parser() -> argparse.ArgumentParser:
                         "(exit status 1 when one did)")
     r.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance of --bisect-passes (1e-4)")
     r.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance of --bisect-passes (1e-5)")
+
+    b = sub.add_parser("bench", help="time a compiled model against onnxruntime (or other peers) in one "
+                       "process: median latency and spread, ratio, compile time, peak arena bytes")
+    b.add_argument("model", help="ONNX model file")
+    b.add_argument("--target", default=None,
+                   help="irgraph target to measure (default cpu when available, else interp)")
+    b.add_argument("--compare", action="append", default=[], metavar="PEER[,PEER...]",
+                   help="peers to time against: onnxruntime, numpy (the numpy reference interpreter) "
+                        "or another irgraph target, e.g. --compare onnxruntime,numpy")
+    b.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="threads for every runtime (default: the cores this process may use)")
+    _add_opt_level(b, default_help="default: the target's, 2 on cpu")
+    b.add_argument("--dim", action="append", default=[], metavar="NAME=SIZE",
+                   help="size of a symbolic input dimension (default 1), bound before compiling")
+    b.add_argument("--warmup", type=int, default=3, metavar="K", help="untimed calls of each runtime (3)")
+    b.add_argument("--repeat", type=int, default=None, metavar="R",
+                   help="timed calls of each runtime (default: about 3 s in all, 7 to 10000)")
+    b.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    b.add_argument("--gap", type=float, default=0.0, metavar="SECONDS",
+                   help="idle time before each timed call, so no runtime's spinning idle threads "
+                        "slow the next one (default 0)")
+    b.add_argument("--rtol", type=float, default=1e-3,
+                   help="output check: tolerance relative to the peer output's largest magnitude (1e-3)")
+    b.add_argument("--atol", type=float, default=1e-5, help="output check: absolute tolerance (1e-5)")
+    b.add_argument("--cold", action="store_true", help="compile with an empty compile cache")
+    b.add_argument("--json", action="store_true", help="print the figures as one JSON document")
     return p
 
 
@@ -81,7 +107,7 @@ def main(argv=None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        return {"show": cmd_show, "run": cmd_run}[args.command](args)
+        return {"show": cmd_show, "run": cmd_run, "bench": cmd_bench}[args.command](args)
     except IrgraphError as e:
         if args.debug:
             raise
@@ -252,6 +278,22 @@ def cmd_run(args) -> int:
         result = bisect_passes(g, arrays, level, rtol=args.rtol, atol=args.atol)
         print(result.summary())
         return EXIT_ERROR if result.changed else 0
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import bench
+    result = bench(args.model, args.target, compare=args.compare, threads=args.threads,
+                   opt_level=args.opt_level, dims=_parse_dims(args.dim), warmup=args.warmup,
+                   repeat=args.repeat, seed=args.seed, gap_s=args.gap, rtol=args.rtol, atol=args.atol,
+                   cold=args.cold)
+    if args.json:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+    else:
+        print(result.format())
+    if not result.outputs_match:   # the figures are printed, but a benchmark of wrong results fails
+        print(f"irgraph: error: {result.mismatch_message()}", file=sys.stderr)
+        return EXIT_ERROR
     return 0
 
 

@@ -21,7 +21,7 @@ from llvmlite import ir
 from irgraph.dtype import DType
 
 from ..kernel_ir import (INDEX, Assign, Buffer, Const, ExternCall, If, Kernel, Load, Local, Loop,
-                         LoweringError, Op, Store, Var, stmt_exprs, walk_expr)
+                         LoweringError, Op, Store, Var, walk_expr)
 from .scalar_llvm import I32, I64, PTR, V, LLVMScalar, mem_type, reg_type
 
 VOID = ir.VoidType()

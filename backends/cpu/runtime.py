@@ -238,11 +238,11 @@ class Program:
                 last[id(r)] = max(last.get(id(r), t), t)
         intervals = []   # (first, last, bytes, key)
         for t, o in self._produced():
-            if id(o) in self.out_index:
-                self.loc[id(o)] = Loc("output", self.out_index[id(o)], o)
-                continue
             if not _static(o):
                 self.loc[id(o)] = Loc("py", 0, o)
+                continue
+            if id(o) in self.out_index:
+                self.loc[id(o)] = Loc("output", self.out_index[id(o)], o)
                 continue
             intervals.append((t, last.get(id(o), t), _nbytes(o), ("v", o)))
         self.temp_off: dict[int, int] = {}

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
+
+import numpy as np
 
 from irgraph.errors import CompileError, IrgraphError
 from irgraph.graph import Graph
@@ -28,17 +31,24 @@ from irgraph.types import TensorType
 
 from .runtime import Program
 
+# small inputs whose values decide shapes (axes, sizes, repeats …) are compiled in as constants
+VALUE_INPUT_MAX_ELEMENTS = 16
+MAX_PROGRAMS = 16   # compiled specializations kept per model (least recently used dropped)
+
 OPTIONS = ("opt_level", "fallback", "num_threads", "check_types")
 
 
-def specialize(graph: Graph, dims: dict) -> Graph:
-    """A copy of ``graph`` with its input symbols bound to ``dims`` and every type re-inferred."""
+def specialize(graph: Graph, dims: dict, values: dict | None = None) -> Graph:
+    """A copy of ``graph`` with its input symbols bound to ``dims``, the inputs listed in
+    ``values`` (index -> array) known, and every type re-inferred."""
     g = graph.copy()
-    for v in g.inputs:
+    for i, v in enumerate(g.inputs):
         t = v.type
         if t.shape is not None:
             v.type = TensorType([d if isinstance(d, int) else int(dims.get(d, 1)) for d in t.shape], t.dtype)
         v.meta.pop("value", None)
+        if values and i in values:
+            v.meta["value"] = np.asarray(values[i])
     try:
         _reinfer(g)
     except IrgraphError as e:
@@ -61,6 +71,30 @@ def _reinfer(g: Graph) -> None:
             o.type = t
             o.meta.pop("value", None)
         propagate_values(n)
+
+
+def _dynamic_count(g: Graph) -> int:
+    return sum(1 for n in g.nodes for o in n.outputs if not o.type.is_static)
+
+
+def _value_inputs(graph: Graph, g: Graph, dims: dict) -> tuple:
+    """Inputs whose values decide shapes: small numeric inputs that, once known, make more of
+    the (dims-specialized) graph ``g`` static. Compiled programs are specialized on them."""
+    base = _dynamic_count(g)
+    if not base:
+        return ()
+    out = []
+    for i, v in enumerate(g.inputs):
+        t = v.type
+        if not t.is_static or t.numel > VALUE_INPUT_MAX_ELEMENTS or t.dtype.kind not in "iuf":
+            continue
+        probe = np.ones(t.shape, t.dtype.np)   # any value: only whether shapes become known matters
+        try:
+            if _dynamic_count(specialize(graph, dims, {i: probe})) < base:
+                out.append(i)
+        except CompileError:
+            out.append(i)   # a value that makes shapes inconsistent still decided them
+    return tuple(out)
 
 
 def _symbols(graph: Graph) -> list:
@@ -104,26 +138,48 @@ class CpuRunner:
         self.fallback = fallback
         self.num_threads = num_threads
         self.symbols = _symbols(graph)
-        self.programs: dict = {}
-        self._lock = threading.Lock()
+        self.programs: OrderedDict = OrderedDict()
+        self._value_idx: dict = {}
+        self._lock = threading.RLock()
         self.last: Program | None = None
-        if not self.symbols:
-            self.last = self._program({})
+        if not self.symbols and not self._values_for({}):
+            try:
+                self.last = self._program({}, {})
+            except CompileError as e:
+                # an operand only known at run time: compile on the first call, for its value
+                if "only known at run time" not in str(e) or not self._small_inputs(()):
+                    raise
+                self._value_idx[()] = self._small_inputs(())
 
-    def _program(self, dims: dict) -> Program:
+    def _values_for(self, dims: dict) -> tuple:
         key = tuple(sorted(dims.items()))
         with self._lock:
+            if key not in self._value_idx:
+                self._value_idx[key] = _value_inputs(self.graph, specialize(self.graph, dims), dims)
+            return self._value_idx[key]
+
+    def _program(self, dims: dict, values: dict) -> Program:
+        key = (tuple(sorted(dims.items())),
+               tuple((i, str(a.dtype), a.shape, a.tobytes()) for i, a in sorted(values.items())))
+        with self._lock:
             p = self.programs.get(key)
-            if p is None:
-                g = specialize(self.graph, dims)
-                g, notes = _optimize(g, self.opt_level)
-                if dims and self.opt_level == 0 and "memory_plan" in g.meta:
-                    g, note = _replan(g)
-                    notes += note
-                if dims:
-                    notes = [f"specialized for {dims}"] + notes
-                p = Program(g, num_threads=self.num_threads, fallback=self.fallback, notes=notes)
-                self.programs[key] = p
+            if p is not None:
+                self.programs.move_to_end(key)
+                return p
+            g = specialize(self.graph, dims, values)
+            g, notes = _optimize(g, self.opt_level)
+            if (dims or values) and self.opt_level == 0 and "memory_plan" in g.meta:
+                g, note = _replan(g)
+                notes += note
+            if values:
+                notes = [f"specialized on the values of input(s) "
+                         f"{', '.join(self.graph.inputs[i].name for i in values)}"] + notes
+            if dims:
+                notes = [f"specialized for {dims}"] + notes
+            p = Program(g, num_threads=self.num_threads, fallback=self.fallback, notes=notes)
+            self.programs[key] = p
+            while len(self.programs) > MAX_PROGRAMS:
+                self.programs.popitem(last=False)
             return p
 
     def __call__(self, inputs):
@@ -132,9 +188,28 @@ class CpuRunner:
             for d, n in zip(v.type.shape or (), a.shape):
                 if not isinstance(d, int):
                     dims[d] = int(n)
-        p = self._program(dims)
+        values = {i: np.ascontiguousarray(inputs[i]) for i in self._values_for(dims)}
+        try:
+            p = self._program(dims, values)
+        except CompileError as e:
+            # a lowering needs an operand's value (roi, axis …): specialize on every small input
+            more = self._small_inputs(values) if "only known at run time" in str(e) else ()
+            if not more:
+                raise
+            with self._lock:
+                self._value_idx[tuple(sorted(dims.items()))] = tuple(sorted(set(values) | set(more)))
+            values.update({i: np.ascontiguousarray(inputs[i]) for i in more})
+            p = self._program(dims, values)
         self.last = p
         return p.run(inputs)
+
+    def _small_inputs(self, have) -> tuple:
+        out = []
+        for i, v in enumerate(self.graph.inputs):
+            t = v.type
+            if i not in have and t.is_static and t.numel <= VALUE_INPUT_MAX_ELEMENTS and t.dtype.kind in "iuf":
+                out.append(i)
+        return tuple(out)
 
     @property
     def report(self):

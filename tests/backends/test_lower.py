@@ -18,7 +18,7 @@ def _node(op, shapes, attrs=None, consts=(), dtype="float32", num_outputs=None):
     g = Graph()
     ins = [g.add_input(f"x{i}", TensorType(s, dtype)) for i, s in enumerate(shapes)]
     ins += [g.add_const(np.asarray(c)) for c in consts]
-    out = g.op(op, ins, attrs or {}, num_outputs=num_outputs)
+    g.op(op, ins, attrs or {}, num_outputs=num_outputs)
     return g, g.nodes[-1]
 
 
@@ -182,11 +182,22 @@ def test_missing_lowering_and_runtime_axes_are_reported():
     _, n = _node("nonzero", [(4,)])
     assert "nonzero" in can_lower(n)
     g = Graph()
-    x = g.add_input("x", TensorType((4, 5), "float32"))
-    ax = g.add_input("axis", TensorType((), "int64"))
-    g.op("cumsum", [x, ax])
+    x = g.add_input("x", TensorType((4,), "float32"))
+    ax = g.add_input("axes", TensorType((1,), "int64"))
+    g.op("reduce_sum", [x, ax], {"keepdims": 0})
     with pytest.raises(LoweringError, match="only known at run time"):
         lower_node(g.nodes[-1])
+
+
+def test_cumsum_over_a_runtime_axis_branches_on_it():
+    from irgraph.backends.kernel_ir import If
+    g = Graph()
+    x = g.add_input("x", TensorType((4, 5, 6), "float32"))
+    ax = g.add_input("axis", TensorType((), "int64"))
+    g.op("cumsum", [x, ax])
+    k = lower_node(g.nodes[-1]).kernel
+    ifs = [s for s in k.body if isinstance(s, If)]
+    assert len(ifs) == 3   # one loop nest per possible axis
 
 
 def test_unsupported_dtype_is_a_lowering_error():

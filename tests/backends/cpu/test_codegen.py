@@ -233,3 +233,22 @@ def test_entry_function_runs_kernels_over_one_arena():
     lib.cfunc("entry", None, *[ctypes.c_void_p] * 4)(ins, outs, consts, arena.ctypes.data)
     np.testing.assert_allclose(za, np.exp(xa) + 1, rtol=1e-6)
     np.testing.assert_allclose(arena[64:128].view(np.float32), np.exp(xa), rtol=1e-6)
+
+
+@pytest.mark.parametrize("to", [dt.float8e4m3fn, dt.float8e4m3fnuz, dt.float8e5m2, dt.float8e5m2fnuz,
+                                dt.float4e2m1, dt.int4, dt.uint4, dt.int2, dt.uint2])
+def test_narrow_types_round_and_overflow_like_ml_dtypes(to):
+    # float8/float4: round to nearest even, overflow to inf / nan / saturation by format, NaN
+    # codes, no -0 in the fnuz formats; int4/int2: wrap (through int64, as ml_dtypes converts)
+    x = np.concatenate([rng.standard_normal(3000) * np.float32(10) ** rng.integers(-8, 6, 3000),
+                        [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 464, 470, 240, 248, 250, 61440,
+                         57344, 6.5, 7, 5, 1e-12, -1e-12, 2 ** -10, 1.5 * 2 ** -9, 9.7, -9.7]]).astype(np.float32)
+    with np.errstate(all="ignore"):
+        if to.is_int:
+            x = x[np.isfinite(x) & (np.abs(x) < 1e9)]
+        want = x.astype(to.np)
+    got = unary("cast", x, to=to, saturate=False)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+    back = unary("cast", got, to=dt.float32)
+    np.testing.assert_array_equal(back, want.astype(np.float32))

@@ -218,6 +218,19 @@ def test_arg_reductions_and_cumulative_sums():
     _close(ref, got)
 
 
+def test_cumsum_with_an_axis_given_at_run_time():
+    rng = np.random.default_rng(11)
+    g = Graph()
+    x = g.add_input("x", TensorType((3, 4, 5), "float32"))
+    ax = g.add_input("axis", TensorType((), "int64"))
+    g.set_outputs([g.op("cumsum", [x, ax], {"reverse": 1}), g.op("cumprod", [x, ax], {"exclusive": 1})])
+    cm = irgraph.compile(g, target="cpu", opt_level=0)
+    a = rng.uniform(0.5, 1.5, (3, 4, 5)).astype(np.float32)
+    for axis in (0, 1, 2, -1, -3):
+        ref = irgraph.compile(g).run(a, np.array(axis))
+        _close(ref, cm.run(a, np.array(axis)))
+
+
 def test_movement_and_index_ops():
     rng = np.random.default_rng(4)
     g = Graph()
@@ -421,3 +434,62 @@ def test_half_precision_model_path():
     g.set_outputs([g.op("relu", [g.op("matmul", [x, w])])])
     ref, got = _run_both(g, [rng.standard_normal((4, 16)).astype(ml_dtypes.bfloat16)], opt_level=0)
     _close(ref, got, rtol=1e-2, atol=1e-2)
+
+
+def test_other_ops_without_decompositions():
+    """Losses, scatter/gather variants, quantization, einsum, conv_transpose, pools with indices,
+    resize, LRN, one-hot: each has a rule in lower_misc.py / lower_contract.py."""
+    rng = np.random.default_rng(12)
+    g = Graph()
+    x = g.add_input("x", TensorType((2, 4, 6, 6), "float32"))
+    c = g.add_const
+    i64 = lambda *v: c(np.array(v, np.int64))  # noqa: E731
+    logp = g.op("log_softmax", [g.op("reshape", [x, i64(2, 4, 36)])], {"axis": 1})
+    tgt = c(rng.integers(0, 4, (2, 36)).astype(np.int64))
+    wts = c(rng.uniform(0.5, 2, 4).astype(np.float32))
+    outs = [g.op("nll_loss", [logp, tgt, wts], {"reduction": r, "ignore_index": 1}) for r in ("none", "sum", "mean")]
+    upd = c(rng.standard_normal((2, 2, 6, 6)).astype(np.float32))
+    sidx = c(rng.integers(-4, 4, (2, 2, 6, 6)).astype(np.int64))
+    outs += [g.op("scatter_elements", [x, sidx, upd], {"axis": 1, "reduction": r}) for r in ("none", "add", "max")]
+    outs.append(g.op("scatter_nd", [x, c(np.array([[1, 2], [0, -1]], np.int64)),
+                                    c(rng.standard_normal((2, 6, 6)).astype(np.float32))], {"reduction": "mul"}))
+    outs.append(g.op("gather_nd", [x, c(np.array([[[0, 1]], [[1, 3]]], np.int64))], {"batch_dims": 0}))
+    outs.append(g.op("einsum", [x, c(rng.standard_normal((6, 3)).astype(np.float32))], {"equation": "nchw,wk->nkc"}))
+    wt = c(rng.standard_normal((4, 3, 3, 3)).astype(np.float32))
+    outs.append(g.op("conv_transpose", [x, wt, c(np.ones(3, np.float32))], {"strides": [2, 2], "pads": [1, 0, 0, 1]}))
+    outs += list(g.op("max_pool", [x], {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1],
+                                        "indices": True}, num_outputs=2))
+    outs.append(g.op("hardmax", [x], {"axis": 1}))
+    outs.append(g.op("lrn", [x], {"size": 3}))
+    for mode in ("nearest", "linear", "cubic"):
+        outs.append(g.op("resize", [x, None, c(np.array([1, 1, 1.5, 0.5], np.float32))], {"mode": mode}))
+    scale = c(np.array([0.05, 0.1, 0.02, 0.2], np.float32))
+    q = g.op("quantize_linear", [x, scale, c(np.array([0, 3, -2, 1], np.int8))], {"axis": 1})
+    outs += [q, g.op("dequantize_linear", [q, scale, c(np.array([0, 3, -2, 1], np.int8))], {"axis": 1})]
+    q8 = g.op("quantize_linear", [x, scale], {"axis": 1, "dtype": dt.float8e4m3fn})
+    outs += [q8, g.op("dequantize_linear", [q8, scale], {"axis": 1})]
+    outs += list(g.op("dynamic_quantize_linear", [x], num_outputs=3))
+    outs.append(g.op("cast", [g.op("cast", [x], {"to": dt.int4})], {"to": dt.float32}))
+    outs.append(g.op("bitcast", [x], {"to": dt.int32}))
+    outs.append(g.op("one_hot", [tgt, c(np.array(5, np.int64)), c(np.array([-1.0, 2.0], np.float32))], {"axis": 1}))
+    g.set_outputs(outs)
+    feeds = [rng.standard_normal((2, 4, 6, 6)).astype(np.float32)]
+    ref, got = _run_both(g, feeds, opt_level=0)
+    _close(ref, got, rtol=1e-5, atol=1e-5)
+
+
+def test_shape_operands_given_at_run_time_are_compiled_in():
+    """Inputs that decide shapes (axes, scales, repeats) specialize the program on their values."""
+    rng = np.random.default_rng(13)
+    g = Graph()
+    x = g.add_input("x", TensorType((3, 4, 5), "float32"))
+    axes = g.add_input("axes", TensorType((1,), "int64"))
+    reps = g.add_input("reps", TensorType((3,), "int64"))
+    g.set_outputs([g.op("reduce_sum", [x, axes], {"keepdims": 0}), g.op("tile", [x, reps])])
+    cm = irgraph.compile(g, target="cpu", opt_level=0)
+    a = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    for ax, rp in [([1], [1, 2, 1]), ([-1], [2, 1, 1]), ([1], [1, 2, 1])]:
+        feeds = [a, np.array(ax, np.int64), np.array(rp, np.int64)]
+        _close(irgraph.compile(g).run(*feeds), cm.run(*feeds))
+    assert len(cm._run.programs) == 2
+    assert not cm._run.report.fallback
