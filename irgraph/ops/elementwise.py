@@ -150,11 +150,12 @@ def _int_pow(x, y):
 
 
 def _pow_ref(x, y):
-    if x.dtype.kind == "f":
+    # classify through DType: ml_dtypes' bfloat16/float8 have numpy kind 'V', not 'f'
+    if DType.from_numpy(x.dtype).is_float:
         if x.dtype in _HALF_NP:
             return np.power(x.astype(np.float32), y.astype(np.float32)).astype(x.dtype)
         return np.power(x, y.astype(x.dtype))
-    if y.dtype.kind == "f":  # integer base, float exponent: compute in float64, truncate back
+    if DType.from_numpy(y.dtype).is_float:  # integer base, float exponent: float64, truncate back
         return np.power(x.astype(np.float64), y.astype(np.float64)).astype(x.dtype)
     return _int_pow(x, y)
 
