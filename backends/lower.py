@@ -28,6 +28,7 @@ from irgraph.graph import Graph, Node, Value
 from irgraph.ops.registry import get_op
 
 from . import lower_tensor as lt
+from . import lower_select  # noqa: F401  (registers its lowering rules)
 from .kernel_ir import (SUPPORTED_DTYPES, Buffer, Const, Kernel, Loop, LoweringError, Store,
                         Var)
 from .lower_tensor import Fill, Map, Pending, T, View, delinearize, numel

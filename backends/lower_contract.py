@@ -191,6 +191,8 @@ def _conv_as_gemm(c, x, w, plan, kernel, dest) -> bool:
         col = c.force(x).try_reshape((Nb, CK, P))
         if col is None:
             return False
+    elif len(kernel) == 2 and _conv_rows_chunked(c, x, w, plan, kernel, dest, _weights_as_b(w, M, CK, P)):
+        return True
     else:
         # pad once (a pass over the input), so the 9x larger im2col reads with affine indices
         xp = _padded_input(c, x, kernel, plan, 0)
@@ -208,7 +210,88 @@ def _conv_as_gemm(c, x, w, plan, kernel, dest) -> bool:
     out = dest.try_reshape((Nb, M, P))
     if W is None or out is None:
         return False
+    if _weights_as_b(W, M, CK, P):
+        return _conv_weights_as_b(c, W.broadcast_to((Nb, M, CK)), col, out)
     return c.templates.matmul(c, W.broadcast_to((Nb, M, CK)), col, out)
+
+
+# Constant weights as GEMM B (packed once at compile time) instead of A (re-packed on every call):
+# saves an M*CK copy and costs an M*P transpose of the result, so it pays when CK > P (ResNet-18's
+# 14x14 and 7x7 layers: 1.3-1.5x -> 1.0-1.1x onnxruntime's time). Also when M is small: 64 output
+# channels fill exactly two 32-wide B panels, where as A rows they left a 14-row tile 1/7 empty
+# (56x56x64 3x3 layers 1.73x -> 1.46x, the 7x7 stem 2.8x -> 2.2x).
+WEIGHTS_AS_B_MAX_M = 64
+
+
+def _weights_as_b(w, M: int, CK: int, P: int) -> bool:
+    return isinstance(w, View) and w.buf.data is not None and (CK > P or M <= WEIGHTS_AS_B_MAX_M)
+
+
+def _conv_weights_as_b(c, W, col, out, tmp: View | None = None) -> bool:
+    """out (N, M, P) = W @ col computed as out^T = col^T @ W^T (W^T a compile-time packed B),
+    then transposed into ``out`` (P*M values: small wherever this is chosen)."""
+    Nb, M, CK = W.shape
+    P = col.shape[2]
+    if tmp is None:
+        tmp = View.of(c.buffer("convT", out.dtype, (Nb, P, M), "temp"), c)
+    if not c.templates.matmul(c, col.permute((0, 2, 1)), W.permute((0, 2, 1)), tmp):
+        return False
+    t = tmp.permute((0, 2, 1))
+    c.store(Generic(t.shape, t.dtype, c, t.at, 0), out)
+    return True
+
+
+# Bytes of one im2col panel: the panel is written by the gather and read back by the GEMM's
+# packing right after, so it should stay in L2 (a 56x56x576 panel is 7 MiB and made the
+# 64-channel 3x3 layers of ResNet-18 run at 2x onnxruntime's time).
+IM2COL_PANEL_BYTES = 1024 * 1024
+# Row blocks make each GEMM call narrower (A repacked per call, a partial last NR panel), which
+# cost 10-15% on 28x28 layers whose whole panel (3.6 MiB) was still fine: only split larger ones.
+IM2COL_SPLIT_ABOVE = 400 * 1024 * 1024
+# Above this many (image, row block) GEMM calls the unrolled chunk list gets too long to emit.
+IM2COL_MAX_CHUNKS = 64
+
+
+def _conv_rows_chunked(c, x, w, plan, kernel, dest, as_b: bool = False) -> bool:
+    """2-D conv as a short list of (im2col of a block of output rows, GEMM into those rows)
+    pairs sharing one L2-sized panel; False (nothing emitted) when one block would cover the
+    whole output or the list would be too long."""
+    Nb, C = x.shape[:2]
+    M = w.shape[0]
+    OH, OW = plan.out
+    CK = C * numel(kernel)
+    rows = max(1, min(OH, IM2COL_PANEL_BYTES // max(1, CK * OW * 4)))
+    nchunk = -(-OH // rows)
+    if nchunk < 2 or Nb * nchunk > IM2COL_MAX_CHUNKS or CK * OH * OW * 4 <= IM2COL_SPLIT_ABOVE:
+        return False
+    W = c.force(w).try_reshape((1, M, CK))
+    out4 = dest.try_reshape((Nb, M, OH, OW))
+    if W is None or out4 is None:
+        return False
+    xp = _padded_input(c, x, kernel, plan, 0)
+    buf = c.buffer("im2col", x.dtype, (CK, rows * OW), "temp")
+    # weights as B: each block's (rows*OW, M) result also stays in cache until transposed out
+    tbuf = c.buffer("convT", x.dtype, (1, rows * OW, M), "temp") if as_b else None
+    (sh, sw), (dh, dw) = plan.strides, plan.dilations
+    for nb in range(Nb):
+        for r0 in range(0, OH, rows):
+            rr = min(rows, OH - r0)
+            shape = (C,) + tuple(kernel) + (rr, OW)
+
+            def fn(idx, _n=nb, _r0=r0):
+                ci, th, tw, oh, ow = idx
+                return xp.at([iconst(_n), ci, iadd(imul(iadd(oh, iconst(_r0)), sh), imul(th, dh)),
+                              iadd(imul(ow, sw), imul(tw, dw))])
+            c.store(Generic(shape, x.dtype, c, fn, 2), View.of(buf, c, shape))
+            col = View.of(buf, c, (1, CK, rr * OW))
+            o = out4.slice(0, nb, 1, 1).slice(2, r0, 1, rr).try_reshape((1, M, rr * OW))
+            if o is not None and as_b:
+                ok = _conv_weights_as_b(c, W, col, o, View.of(tbuf, c, (1, rr * OW, M)))
+            else:
+                ok = o is not None and c.templates.matmul(c, W, col, o)
+            if not ok:
+                raise LoweringError("internal: conv GEMM row block layout", op="conv")
+    return True
 
 
 def rule_pool(ctx, n, ins):

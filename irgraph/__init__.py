@@ -14,3 +14,4 @@ from . import ops  # noqa: F401  (registers every op)
 from .interpreter import run_graph  # noqa: F401
 from .compiled import CompiledModel  # noqa: F401
 from .api import compile, to_graph  # noqa: F401
+from .artifact import load  # noqa: F401,E402

@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("show", help="print a model's IR, op histogram, parameters and signature; "
                        "with -O2 the optimized IR, fused groups, pass table and memory plan")
-    s.add_argument("model", help="ONNX model file")
+    s.add_argument("model", help="ONNX model file or artifact folder (prints its manifest summary + IR)")
     _add_opt_level(s)
     s.add_argument("--json", action="store_true",
                    help="print the summary as one JSON document (with -O: passes, kernels, memory)")
@@ -52,11 +52,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--out", metavar="FILE",
                    help="write the --format output (or the text/JSON report) to FILE instead of stdout")
 
+    c = sub.add_parser("compile", help="compile a model into an artifact folder (manifest, .npy weights, "
+                       "graph, object code) that 'irgraph run' and irgraph.load read")
+    c.add_argument("model", help="ONNX model file")
+    c.add_argument("--target", default="cpu", help="cpu (default) or interp")
+    _add_opt_level(c, default_help="default: the target's, 2 on cpu, 0 on interp")
+    c.add_argument("--dim", action="append", default=[], metavar="NAME=SIZE",
+                   help="also compile the program for this size of a symbolic dimension now, so the "
+                        "artifact holds its object code (other sizes compile when first run)")
+    c.add_argument("-o", "--out", required=True, metavar="PATH",
+                   help="artifact folder to write, e.g. model.irg (replaced only if it is an artifact)")
+
     r = sub.add_parser("run", help="run a model on inputs from a .npz file (or seeded random inputs)")
-    r.add_argument("model", help="ONNX model file")
+    r.add_argument("model", help="ONNX model file or artifact folder (irgraph compile -o)")
     r.add_argument("--inputs", help=".npz with one array per model input name (.npy for one input)")
     r.add_argument("--output", help="write the outputs to this .npz, keyed by output name")
-    r.add_argument("--target", default="interp", help="where to run: interp (default)")
+    r.add_argument("--target", default=None,
+                   help="where to run: interp (default; an artifact runs on the target it was compiled for)")
     r.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     r.add_argument("--dim", action="append", default=[], metavar="NAME=SIZE",
                    help="size of a symbolic input dimension for random inputs (default 1)")
@@ -107,7 +119,8 @@ def main(argv=None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        return {"show": cmd_show, "run": cmd_run, "bench": cmd_bench}[args.command](args)
+        return {"show": cmd_show, "run": cmd_run, "bench": cmd_bench,
+                "compile": cmd_compile}[args.command](args)
     except IrgraphError as e:
         if args.debug:
             raise
@@ -132,7 +145,48 @@ def _load(path: str):
     return to_graph(path)
 
 
+def _is_artifact(path: str) -> bool:
+    import os
+    return os.path.isdir(path) and os.path.exists(os.path.join(path, "manifest.json"))
+
+
+def cmd_compile(args) -> int:
+    from .api import compile as compile_model
+    from .artifact import _check_destination, save
+    from .random_inputs import random_inputs
+    from pathlib import Path
+    _check_destination(Path(args.out))   # before the (slow) compile
+    dims = _parse_dims(args.dim)
+    model = compile_model(_load(args.model), target=args.target, opt_level=args.opt_level)
+    if dims:
+        symbols = {d for t in model.input_types for d in (t.shape or ()) if not isinstance(d, int)}
+        unknown = sorted(set(dims) - symbols)
+        if unknown:
+            raise InputError(f"--dim: the model has no symbolic dimension {', '.join(unknown)}",
+                             expected=sorted(symbols) or "none", actual=unknown)
+        # one call compiles (and keeps) the program specialized for these sizes
+        model.run(**random_inputs(dict(zip(model.input_names, model.input_types)), seed=0, dims=dims))
+    save(model, args.out)
+    print(f"wrote {args.out} (target {model.target}, -O{model.opt_level})")
+    return 0
+
+
+def _show_artifact(args) -> int:
+    from .artifact import load, summary
+    from .printer import format_graph
+    text = summary(args.model)
+    if not args.no_ir:
+        text += "\n\n" + format_graph(load(args.model).graph)
+    if args.out:
+        _write_text(args.out, text + "\n")
+    else:
+        print(text)
+    return 0
+
+
 def cmd_show(args) -> int:
+    if _is_artifact(args.model):
+        return _show_artifact(args)
     from .summary import format_summary, format_optimized, graph_summary, optimized_summary
     level = args.opt_level or 0
     if args.format == "onnx" and not args.out:
@@ -233,18 +287,32 @@ def cmd_run(args) -> int:
         parent = os.path.dirname(os.path.abspath(args.output))
         if not os.path.isdir(parent):
             raise InputError(f"cannot write {args.output!r}: folder {parent!r} does not exist")
-    g = _load(args.model)
-    level = args.opt_level
+    if _is_artifact(args.model):
+        from .artifact import load
+        if args.bisect_passes:
+            raise InputError("--bisect-passes needs the ONNX model, not an artifact")
+        model = load(args.model)
+        if args.target and args.target != model.target:
+            raise InputError(f"{args.model} was compiled for target {model.target!r}, not {args.target!r}",
+                             hint=f"irgraph compile MODEL --target {args.target} -o OTHER.irg")
+        if args.opt_level is not None:
+            raise InputError(f"{args.model} is already compiled (at -O{model.opt_level}); -O applies to ONNX models")
+        g, level = model.graph, None
+    else:
+        g = _load(args.model)
+        level = args.opt_level
+        model = None
     if args.bisect_passes and not level:
         raise InputError("--bisect-passes compares an optimization level with -O0; give one, e.g. -O2")
     try:
-        model = compile_model(g, target=args.target, opt_level=level)
+        if model is None:
+            model = compile_model(g, target=args.target or "interp", opt_level=level)
     except IrgraphError as e:
         if not args.bisect_passes:
             raise
         # a pass failed: the bisection below names it (and says how); run -O0 meanwhile
         del e
-        model = compile_model(g, target=args.target, opt_level=0)
+        model = compile_model(g, target=args.target or "interp", opt_level=0)
     types = dict(zip(model.input_names, model.input_types))
     if args.inputs:
         arrays = load_arrays(args.inputs)

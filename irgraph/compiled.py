@@ -74,6 +74,12 @@ class CompiledModel:
             arrays.append(check_input(name, t, a, bindings))
         return arrays
 
+    def save(self, path) -> None:
+        """Write this model as an artifact folder (manifest, .npy weights, graph, object code);
+        ``irgraph.load(path)`` reads it back. See ``irgraph.artifact``."""
+        from .artifact import save
+        save(self, path)
+
     def __repr__(self) -> str:
         sig = ", ".join(f"{n}: {t!r}" for n, t in zip(self.input_names, self.input_types))
         outs = ", ".join(f"{n}: {t!r}" for n, t in zip(self.output_names, self.output_types))

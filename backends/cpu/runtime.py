@@ -288,8 +288,12 @@ class Program:
                 # an in-place update is safe for a kernel that reads each input element once,
                 # at the index it writes: one loop nest storing one output
                 k = s.plan.kernel
-                if len(k.body) != 1 or len(s.node.outputs) != 1 or k.temps:
-                    raise _PlanMismatch(f"in-place update of {s.node.name!r} needs a single-stage kernel")
+                o = s.node.outputs[0]
+                src = next((b for b, v in s.plan.inputs if v.name == inplace.get(o.name)), None)
+                if (len(k.body) != 1 or len(s.node.outputs) != 1 or k.temps or src is None
+                        or not _same_index(k, src, s.plan.outputs[0][0])):
+                    raise _PlanMismatch(f"in-place update of {s.node.name!r} needs a single-stage "
+                                        "kernel reading its input where it writes")
                 s.plan.kernel.attrs["aliased"] = True
         # kernel temps go after the plan's arena; kernels run one at a time, so they share it
         self.temp_off = {}
@@ -353,7 +357,7 @@ class Program:
                 self.segments.append(("fallback", s))
         flush()
         self.llvm_ir = str(mg.module)
-        self.lib = compile_module(mg) if nseg else None
+        self.lib = _compile_module(mg) if nseg else None
         argt = [ctypes.c_void_p] * 4
         self._entries = {name: self.lib.cfunc(name, None, *argt) for kind, name in self.segments
                          if kind == "native"}
@@ -442,6 +446,23 @@ class _PlanMismatch(Exception):
     pass
 
 
+def _same_index(kernel, src, dst) -> bool:
+    """Every load of ``src`` uses the index of the (single) store to ``dst``: writing ``dst``
+    over ``src`` in place then never overwrites an element that is still to be read."""
+    from ..kernel_ir import Load, Store, _Printer, stmt_exprs, walk_expr, walk_stmts
+    p = _Printer()
+    stores = [s for s in walk_stmts(kernel.body) if isinstance(s, Store)]
+    if len(stores) != 1 or stores[0].buf is not dst:
+        return False
+    want = p.expr(stores[0].index, {})
+    for s in walk_stmts(kernel.body):
+        for e in stmt_exprs(s):
+            for x in walk_expr(e):
+                if isinstance(x, Load) and x.buf is src and p.expr(x.index, {}) != want:
+                    return False
+    return True
+
+
 def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
@@ -465,3 +486,48 @@ def first_fit(intervals) -> tuple[list, int]:
         placed.append((first, last, off, off + nb))
         size = max(size, off + nb)
     return offs, _align(size)
+
+
+# ---- artifacts (irgraph/artifact.py) ----------------------------------------------------------
+# Loading a saved model rebuilds its Programs from the stored graph; the object code stored with
+# it is used for a module whose LLVM IR hashes to the same sha256 (same IR -> same machine code
+# on this host), so loading skips O3 and code generation. Anything else compiles as usual.
+_artifact_objects = threading.local()
+
+
+class use_objects:
+    """``with use_objects({ir_sha256: object_bytes}):`` Programs built inside use these objects;
+    ``.used`` lists the hashes served."""
+
+    def __init__(self, objects: dict):
+        self.objects = dict(objects)
+        self.used: list = []
+
+    def __enter__(self):
+        self._prev = getattr(_artifact_objects, "current", None)
+        _artifact_objects.current = self
+        return self
+
+    def __exit__(self, *exc):
+        _artifact_objects.current = self._prev
+        return False
+
+
+def module_sha256(ir_text: str) -> str:
+    import hashlib
+    return hashlib.sha256(ir_text.encode()).hexdigest()
+
+
+def _compile_module(mg: ModuleGen):
+    cur = getattr(_artifact_objects, "current", None)
+    if cur is not None and cur.objects:
+        h = module_sha256(str(mg.module))
+        obj = cur.objects.get(h)
+        if obj is not None:
+            from . import llvm_target
+            if mg.uses_gomp:
+                llvm_target.load_gomp()
+            lib = llvm_target.load_object(obj)
+            cur.used.append(h)
+            return lib
+    return compile_module(mg)

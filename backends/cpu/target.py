@@ -16,7 +16,6 @@ call that first sees it, and the compiled program is kept for later calls. The r
 """
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 
@@ -70,7 +69,31 @@ def _reinfer(g: Graph) -> None:
         for o, t in zip(n.outputs, types):
             o.type = t
             o.meta.pop("value", None)
-        propagate_values(n)
+        if n.op == "fused":
+            _propagate_fused(n)
+        else:
+            propagate_values(n)
+
+
+def _propagate_fused(n) -> None:
+    """Known values through a fused group (shape arithmetic fused by the O2 pipeline), which
+    ``propagate_values`` leaves alone since the op runs a subgraph."""
+    from irgraph.interpreter import run_graph
+    from irgraph.ops.evaluate import MAX_KNOWN_ELEMENTS, known_value
+    args = [known_value(v) for v in n.inputs]
+    if any(a is None or a.size > MAX_KNOWN_ELEMENTS for a in args):
+        return
+    if any(o.type.numel is None or o.type.numel > MAX_KNOWN_ELEMENTS for o in n.outputs):
+        return
+    try:
+        with np.errstate(all="ignore"):
+            vals = run_graph(n.attrs["body"], args)
+    except Exception:
+        return
+    for o, a in zip(n.outputs, vals):
+        a = np.asarray(a)
+        if o.type.matches(a):
+            o.meta["value"] = a
 
 
 def _dynamic_count(g: Graph) -> int:
@@ -95,6 +118,12 @@ def _value_inputs(graph: Graph, g: Graph, dims: dict) -> tuple:
         except CompileError:
             out.append(i)   # a value that makes shapes inconsistent still decided them
     return tuple(out)
+
+
+def _value_dependent(e: CompileError) -> bool:
+    """Would knowing small inputs' values help? (an operand needed at compile time, or shapes
+    computed from values)"""
+    return "only known at run time" in str(e) or "has no static shape" in str(e)
 
 
 def _symbols(graph: Graph) -> list:
@@ -147,7 +176,7 @@ class CpuRunner:
                 self.last = self._program({}, {})
             except CompileError as e:
                 # an operand only known at run time: compile on the first call, for its value
-                if "only known at run time" not in str(e) or not self._small_inputs(()):
+                if not _value_dependent(e) or not self._small_inputs(()):
                     raise
                 self._value_idx[()] = self._small_inputs(())
 
@@ -188,17 +217,17 @@ class CpuRunner:
             for d, n in zip(v.type.shape or (), a.shape):
                 if not isinstance(d, int):
                     dims[d] = int(n)
-        values = {i: np.ascontiguousarray(inputs[i]) for i in self._values_for(dims)}
+        values = {i: np.array(inputs[i], copy=True) for i in self._values_for(dims)}
         try:
             p = self._program(dims, values)
         except CompileError as e:
             # a lowering needs an operand's value (roi, axis …): specialize on every small input
-            more = self._small_inputs(values) if "only known at run time" in str(e) else ()
+            more = self._small_inputs(values) if _value_dependent(e) else ()
             if not more:
                 raise
             with self._lock:
                 self._value_idx[tuple(sorted(dims.items()))] = tuple(sorted(set(values) | set(more)))
-            values.update({i: np.ascontiguousarray(inputs[i]) for i in more})
+            values.update({i: np.array(inputs[i], copy=True) for i in more})
             p = self._program(dims, values)
         self.last = p
         return p.run(inputs)
@@ -229,7 +258,10 @@ def cpu_factory(graph: Graph, **options) -> CpuRunner:
     if level < 0:
         raise CompileError("opt_level must be >= 0", actual=level)
     threads = options.get("num_threads")
-    threads = os.cpu_count() or 1 if threads is None else int(threads)
+    if threads is None:
+        from .threads import default_num_threads
+        threads = default_num_threads()
+    threads = int(threads)
     if threads < 1:
         raise CompileError("num_threads must be >= 1", actual=threads)
     return CpuRunner(graph, level, bool(options.get("fallback", False)), threads)
