@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from irgraph.ops.shapes import normalize_axis
 
-from . import lower_causal_conv, lower_linear_attention, lower_ops, lower_rotary  # noqa: F401  (import registers their rules)
+from . import (lower_affine_grid, lower_causal_conv, lower_dft, lower_grid_sample, lower_linear_attention, lower_ops,  # noqa: F401
+               lower_rnn, lower_rotary)  # importing them registers their rules
 from .kernel_ir import INDEX, Assign, Const, If, IRBuilder, Local, Loop, LoweringError, Store, Var
 from .lower_ops import _out
 from .lower_tensor import Pending, View, delinearize, iconst, numel

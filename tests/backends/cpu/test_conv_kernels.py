@@ -113,7 +113,7 @@ def test_conv_row_blocks(paths, monkeypatch, xs, ws, attrs):
     """Row blocks of a few output rows (uneven last block), each im2col + GEMM into its rows."""
     CK = ws[1] * ws[2] * ws[3]
     monkeypatch.setattr(lc, "IM2COL_SPLIT_ABOVE", 0)
-    monkeypatch.setattr(lc, "IM2COL_PANEL_BYTES", CK * 4 * 3 * xs[3])
+    monkeypatch.setattr(lc, "IM2COL_PANEL_BYTES", CK * 4 * 3 * _out_shape(xs, ws, attrs)[3])  # 3 rows
     _check(xs, ws, attrs, relu=True, opt_level=2, seed=3)
     assert paths["rows"] == 1
     out_rows = _out_shape(xs, ws, attrs)[2]

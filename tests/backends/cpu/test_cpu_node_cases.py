@@ -5,6 +5,10 @@ Cases the interpreter is expected to fail (tests/frontends/onnx/expected_failure
 listed in ``cpu_expected_failures.CPU_EXPECTED_FAILURES`` (pass on the interpreter, not natively)
 are strict xfails with their reasons. Issue 4: the CPU-only list is at most 5% of the cases the
 interpreter passes.
+
+Run time: the ~1,900 cases compile ~1,700 kernels; with the user's object cache warm (the
+default cache, shared with node_cases.py --target cpu) the file takes about 70 s, cold
+about 3.5 minutes — so it uses the default cache rather than a private temporary one.
 """
 from __future__ import annotations
 
@@ -34,14 +38,6 @@ def _marks(name: str):
 
 
 PARAMS = [pytest.param(c, id=c.name, marks=_marks(c.name)) for c in CASES]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _private_object_cache(tmp_path_factory):
-    """Compiled modules go to a temporary object cache, not the user's."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("IRGRAPH_CACHE_DIR", str(tmp_path_factory.mktemp("irgraph_cache")))
-        yield
 
 
 def test_cpu_expected_failures_name_real_cases_with_reasons():
