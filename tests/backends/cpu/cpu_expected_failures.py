@@ -5,23 +5,36 @@ a case listed here must still fail (strict xfail). Issue 4 caps this list at 5% 
 interpreter passes. Generated from a run, then grouped by reason."""
 from __future__ import annotations
 
-_BF16_ATTN = ("the native result differs from ONNX's bfloat16 data beyond the case's tolerance: ONNX rounds "
-              "attention intermediates to bfloat16, the kernels keep them in float32 (not a wrong result)")
-_DYNAMIC = ('output shape known only at run time (nonzero, unique, compress, non_max_suppression, loops): the CPU runtime allocates every buffer from static shapes before running kernels')
+_BF16_ATTN = ("bfloat16 causal attention: 21 of 192 outputs one bf16 step (0.0078) off ONNX's data, "
+              "beyond rtol 1e-3; the kernels keep softmax/matmul intermediates in float32 where ONNX's "
+              "data rounds to bfloat16 (the interpreter's reference happens to round like ONNX)")
+_DFT_F32_NOISE = ("ONNX's expected data carries float32 FFT rounding (1.9e-7 where the exact value is 0) "
+                  "beyond the case's atol 1e-7; the native dense DFT accumulates in float64 and is exact "
+                  'there')
+_DYNAMIC = ('output shape known only at run time (nonzero, unique, compress, non_max_suppression, '
+            'loops): the CPU runtime allocates every buffer from static shapes before running kernels')
 _E8M0 = ('float8e8m0 (scale-only, exponent-only type) has no kernel-IR dtype')
 _RANDOM = ('training-mode dropout draws random numbers; random ops stay on the reference')
-_RUNTIME_MASK = ('attention with a run-time attn_mask shorter than the keys: its decomposition needs the mask padded at compile time; no native attention template yet')
+_ROI_ALIGN = ('roi_align with sampling_ratio 0 samples ceil(roi size / bins) points per bin, a count read'
+              ' from the rois at run time; kernel-IR loops have compile-time extents (needs a bounded '
+              'loop with a run-time guard; planned)')
+_RUNTIME_MASK = ('attention with a run-time attn_mask shorter than the keys: its decomposition needs the '
+                 'mask padded at compile time; no native attention template yet')
 _STRINGS = ('string tensors: the kernel IR has numeric dtypes only')
-_SUBGRAPHS = ('control flow (if/loop/scan bodies) is not compiled natively: the kernel IR has no nested-graph call')
+_SUBGRAPHS = ('control flow (if/loop/scan bodies) is not compiled natively: the kernel IR has no nested-'
+              'graph call')
 _TODO_MISC = ('no native lowering yet (det: pivoting LU; tree_ensemble: tree walk; tensor_scatter)')
-_TODO_RNN = ('rnn/gru/lstm have no native lowering yet (time loop with per-step gemm; planned)')
-_TODO_SAMPLING = ('grid_sample/affine_grid/roi_align/deform_conv/col2im/max_unpool have no native lowering yet (data-dependent gathers/scatters; planned, see issue 4)')
-_TODO_SIGNAL = ('dft/stft have no native lowering yet (planned)')
+_TODO_SAMPLING = ('deform_conv/col2im/max_unpool have no native lowering yet (gathers at offsets / '
+                  'overlapping scatter-adds; planned)')
+_TODO_SIGNAL = ('stft has no native lowering yet (framed dft; planned)')
 
 CPU_EXPECTED_FAILURES: dict[str, str] = {
     # --- bf16_attn ---
     "test_attention_3d_causal_bf16": _BF16_ATTN,
     "test_attention_4d_causal_bf16": _BF16_ATTN,
+    # --- dft_f32_noise ---
+    "test_dft_inverse": _DFT_F32_NOISE,
+    "test_dft_inverse_opset19": _DFT_F32_NOISE,
     # --- dynamic ---
     "test_affine_grid_3d_align_corners_expanded": _DYNAMIC,
     "test_compress_0": _DYNAMIC,
@@ -64,6 +77,10 @@ CPU_EXPECTED_FAILURES: dict[str, str] = {
     # --- random ---
     "test_training_dropout_zero_ratio": _RANDOM,
     "test_training_dropout_zero_ratio_mask": _RANDOM,
+    # --- roi_align ---
+    "test_roialign_aligned_false": _ROI_ALIGN,
+    "test_roialign_aligned_true": _ROI_ALIGN,
+    "test_roialign_mode_max": _ROI_ALIGN,
     # --- runtime_mask ---
     "test_attention_4d_causal_padded_kv_bf16": _RUNTIME_MASK,
     "test_attention_4d_diff_heads_mask4d_padded_kv": _RUNTIME_MASK,
@@ -131,30 +148,7 @@ CPU_EXPECTED_FAILURES: dict[str, str] = {
     "test_tensorscatter": _TODO_MISC,
     "test_tensorscatter_3d": _TODO_MISC,
     "test_tensorscatter_circular": _TODO_MISC,
-    # --- todo_rnn ---
-    "test_gru_batchwise": _TODO_RNN,
-    "test_gru_bidirectional": _TODO_RNN,
-    "test_gru_defaults": _TODO_RNN,
-    "test_gru_reverse": _TODO_RNN,
-    "test_gru_seq_length": _TODO_RNN,
-    "test_gru_with_initial_bias": _TODO_RNN,
-    "test_lstm_batchwise": _TODO_RNN,
-    "test_lstm_bidirectional": _TODO_RNN,
-    "test_lstm_defaults": _TODO_RNN,
-    "test_lstm_reverse": _TODO_RNN,
-    "test_lstm_with_initial_bias": _TODO_RNN,
-    "test_lstm_with_peepholes": _TODO_RNN,
-    "test_rnn_seq_length": _TODO_RNN,
-    "test_simple_rnn_batchwise": _TODO_RNN,
-    "test_simple_rnn_bidirectional": _TODO_RNN,
-    "test_simple_rnn_defaults": _TODO_RNN,
-    "test_simple_rnn_reverse": _TODO_RNN,
-    "test_simple_rnn_with_initial_bias": _TODO_RNN,
     # --- todo_sampling ---
-    "test_affine_grid_2d": _TODO_SAMPLING,
-    "test_affine_grid_2d_align_corners": _TODO_SAMPLING,
-    "test_affine_grid_3d": _TODO_SAMPLING,
-    "test_affine_grid_3d_align_corners": _TODO_SAMPLING,
     "test_basic_deform_conv_with_padding": _TODO_SAMPLING,
     "test_basic_deform_conv_without_padding": _TODO_SAMPLING,
     "test_col2im": _TODO_SAMPLING,
@@ -164,40 +158,9 @@ CPU_EXPECTED_FAILURES: dict[str, str] = {
     "test_col2im_strides": _TODO_SAMPLING,
     "test_deform_conv_with_mask_bias": _TODO_SAMPLING,
     "test_deform_conv_with_multiple_offset_groups": _TODO_SAMPLING,
-    "test_gridsample": _TODO_SAMPLING,
-    "test_gridsample_aligncorners_true": _TODO_SAMPLING,
-    "test_gridsample_bicubic": _TODO_SAMPLING,
-    "test_gridsample_bicubic_align_corners_0_additional_1": _TODO_SAMPLING,
-    "test_gridsample_bicubic_align_corners_1_additional_1": _TODO_SAMPLING,
-    "test_gridsample_bilinear": _TODO_SAMPLING,
-    "test_gridsample_bilinear_align_corners_0_additional_1": _TODO_SAMPLING,
-    "test_gridsample_bilinear_align_corners_1_additional_1": _TODO_SAMPLING,
-    "test_gridsample_border_padding": _TODO_SAMPLING,
-    "test_gridsample_nearest": _TODO_SAMPLING,
-    "test_gridsample_nearest_align_corners_0_additional_1": _TODO_SAMPLING,
-    "test_gridsample_nearest_align_corners_1_additional_1": _TODO_SAMPLING,
-    "test_gridsample_reflection_padding": _TODO_SAMPLING,
-    "test_gridsample_volumetric_bilinear_align_corners_0": _TODO_SAMPLING,
-    "test_gridsample_volumetric_bilinear_align_corners_1": _TODO_SAMPLING,
-    "test_gridsample_volumetric_nearest_align_corners_0": _TODO_SAMPLING,
-    "test_gridsample_volumetric_nearest_align_corners_1": _TODO_SAMPLING,
-    "test_gridsample_zeros_padding": _TODO_SAMPLING,
     "test_maxunpool_export_with_output_shape": _TODO_SAMPLING,
     "test_maxunpool_export_without_output_shape": _TODO_SAMPLING,
-    "test_roialign_aligned_false": _TODO_SAMPLING,
-    "test_roialign_aligned_true": _TODO_SAMPLING,
-    "test_roialign_mode_max": _TODO_SAMPLING,
     # --- todo_signal ---
-    "test_dft": _TODO_SIGNAL,
-    "test_dft_axis": _TODO_SIGNAL,
-    "test_dft_axis_opset19": _TODO_SIGNAL,
-    "test_dft_inverse": _TODO_SIGNAL,
-    "test_dft_inverse_opset19": _TODO_SIGNAL,
-    "test_dft_irfft": _TODO_SIGNAL,
-    "test_dft_irfft_opset19": _TODO_SIGNAL,
-    "test_dft_opset19": _TODO_SIGNAL,
-    "test_dft_rfft": _TODO_SIGNAL,
-    "test_dft_rfft_opset19": _TODO_SIGNAL,
     "test_stft": _TODO_SIGNAL,
     "test_stft_with_window": _TODO_SIGNAL,
 }
