@@ -25,13 +25,19 @@ def _ok(name):
     return Pass(name, lambda g, ctx: False)
 
 
-def _add_becomes_sub(g, ctx):
-    """Deliberately wrong: the first bias add becomes a subtraction (same types, wrong values)."""
-    for n in g.nodes:
-        if n.op == "add":
-            n.op = "sub"
-            return True
-    return False
+def _first_op_becomes(old, new):
+    """A pass that turns the first ``old`` node into ``new`` (same types, different values)."""
+    def rename(g, ctx):
+        for n in g.nodes:
+            if n.op == old:
+                n.op = new
+                return True
+        return False
+    return rename
+
+
+# deliberately wrong: the first bias add becomes a subtraction
+_add_becomes_sub = _first_op_becomes("add", "sub")
 
 
 def _scale_output(factor):
@@ -102,14 +108,7 @@ def test_crash_invalid_graph_and_nan_are_named():
 
 def test_the_first_difference_is_named_even_when_a_later_pass_hides_it():
     g, feeds = _mlp()
-
-    def sub_becomes_add(g, ctx):
-        for n in g.nodes:
-            if n.op == "sub":
-                n.op = "add"
-                return True
-        return False
-    res = bisect_passes(g, feeds, passes=[WRONG, Pass("undo", sub_becomes_add)])
+    res = bisect_passes(g, feeds, passes=[WRONG, Pass("undo", _first_op_becomes("sub", "add"))])
     assert res.culprit == "add_becomes_sub"
 
 

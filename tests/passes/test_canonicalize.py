@@ -2,50 +2,30 @@
 power-of-two divisions as multiplications, explicit perms, reduce axes from the end), exactly."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
-import onnx
 import pytest
 
-import irgraph
 import models
 from irgraph import Graph, TensorType, run_graph
 from irgraph import dtype as dt
 from irgraph.passes import PassContext, run_passes
-
-LIGHT_DIR = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
-SPECIAL = np.concatenate([
-    np.array([0.0, -0.0, 1.5, -2.25, np.inf, -np.inf, np.nan, 3e38, 1e-40, -7e-39], np.float32),
-    np.random.default_rng(0).standard_normal(22).astype(np.float32) * 10])
+from passcheck import (SPECIAL, full_const, imported, light_feeds, light_model,
+                       run_pass, same_results, unary_graph)
 
 
 def _canon(g, **options):
-    g, report = run_passes(g, ["canonicalize"], PassContext(verify=True, options=options))
-    return g, report.records[0]
+    return run_pass(g, "canonicalize", **options)
 
 
 def _check(before: Graph, after: Graph, feeds, exact=True) -> None:
-    want = run_graph(before, feeds)
-    got = run_graph(after, feeds)
-    assert len(got) == len(want)
-    for a, b in zip(got, want):
-        assert a.dtype == b.dtype and a.shape == b.shape
-        if exact:
-            np.testing.assert_array_equal(a, b)
-        else:
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    same_results(before, after, feeds, exact=exact)
 
 
 def _graph(build, dtype=dt.float32, shape=(32,)):
-    g = Graph()
-    x = g.add_input("x", TensorType(shape, dtype))
-    g.set_outputs([build(g, x)])
-    return g
+    return unary_graph(build, shape, dtype)
 
 
-def _c(g, value, dtype=np.float32, shape=()):
-    return g.add_const(np.full(shape, value, dtype), "c")
+_c = full_const
 
 
 @pytest.mark.parametrize("op", ["add", "mul", "maximum", "minimum", "equal"])
@@ -170,8 +150,7 @@ def test_explicit_perm_and_reduce_axes():
 # ---- whole models ---------------------------------------------------------------------------
 def test_bert_layer_attention_scale_becomes_a_multiplication():
     m = models.bert_layer()
-    g = irgraph.to_graph(m)
-    before = g.copy()
+    g, before = imported(m)
     g, rec = _canon(g)
     assert rec.ops_removed == {"div": 1} and rec.ops_added == {"mul": 1}  # / sqrt(16) -> * 0.25
     _check(before, g, models.feeds(m, {"N": 2, "S": 5}, seed=1))
@@ -180,17 +159,15 @@ def test_bert_layer_attention_scale_becomes_a_multiplication():
 @pytest.mark.parametrize("name", sorted(models.ALL))
 def test_models_keep_their_results(name):
     m = models.ALL[name]()
-    g = irgraph.to_graph(m)
-    before = g.copy()
+    g, before = imported(m)
     g, _ = run_passes(g, ["infer_shapes", "fold_constants", "simplify_algebra", "canonicalize"],
                       PassContext(verify=True))
     _check(before, g, models.feeds(m, {"N": 3, "S": 4}, seed=2), exact=False)
 
 
 def test_light_squeezenet_keeps_its_results():
-    m = onnx.load(os.path.join(LIGHT_DIR, "light_squeezenet.onnx"))
-    g = irgraph.to_graph(m)
-    before = g.copy()
+    m = light_model("squeezenet")
+    g, before = imported(m)
     g, _ = _canon(g)
-    feeds = {k: (0.1 * v).astype(v.dtype) for k, v in models.feeds(m, seed=0).items()}
+    feeds = light_feeds(m)
     _check(before, g, feeds)

@@ -2,36 +2,21 @@
 compared by value, commutative inputs in either order; random ops and different bodies kept."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
-import onnx
 import pytest
 
-import irgraph
 import models
-from irgraph import Graph, TensorType, run_graph
+from irgraph import Graph, TensorType
 from irgraph import dtype as dt
-from irgraph.passes import PassContext, run_passes
-
-LIGHT_DIR = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
+from passcheck import imported, light_feeds, light_model, run_pass, same_results
 
 
 def _cse(g):
-    g, report = run_passes(g, ["eliminate_common_subexpressions"], PassContext(verify=True))
-    return g, report.records[0]
+    return run_pass(g, "eliminate_common_subexpressions")
 
 
 def _check(before: Graph, after: Graph, feeds, exact=True) -> None:
-    want = run_graph(before, feeds)
-    got = run_graph(after, feeds)
-    assert len(got) == len(want)
-    for a, b in zip(got, want):
-        assert a.dtype == b.dtype and a.shape == b.shape
-        if exact:
-            np.testing.assert_array_equal(a, b)
-        else:
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    same_results(before, after, feeds, exact=exact)
 
 
 def _xy():
@@ -136,8 +121,7 @@ def test_subgraphs_compare_by_identity_and_are_cleaned_inside():
 
 def test_bert_layer_shape_arithmetic_merges():
     m = models.bert_layer()
-    g = irgraph.to_graph(m)
-    before = g.copy()
+    g, before = imported(m)
     g, rec = _cse(g)
     # the second Concat's Unsqueezes repeat the first's; 'one' and 'one1' are the same 1.0
     assert rec.ops_removed == {"unsqueeze": 2}
@@ -148,20 +132,18 @@ def test_bert_layer_shape_arithmetic_merges():
 @pytest.mark.parametrize("name", sorted(models.ALL))
 def test_models_keep_their_results(name):
     m = models.ALL[name]()
-    g = irgraph.to_graph(m)
-    before = g.copy()
+    g, before = imported(m)
     g, _ = _cse(g)
     _check(before, g, models.feeds(m, {"N": 2, "S": 3}, seed=2))
 
 
 def test_light_inception_weights_merge():
     # its weights are identical ConstantOfShape fills: the fills of equal shape merge
-    m = onnx.load(os.path.join(LIGHT_DIR, "light_inception_v1.onnx"))
-    g = irgraph.to_graph(m)
-    before = g.copy()
+    m = light_model("inception_v1")
+    g, before = imported(m)
     g, rec = _cse(g)
     # ... and then convs that read one input with one (merged) weight are the same conv
     assert rec.ops_removed["constant_of_shape"] >= 20 and rec.ops_removed["conv"] >= 1
     assert not rec.ops_added
-    feeds = {k: (0.1 * v).astype(v.dtype) for k, v in models.feeds(m, seed=0).items()}
+    feeds = light_feeds(m)
     _check(before, g, feeds, exact=False)

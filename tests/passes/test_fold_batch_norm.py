@@ -8,11 +8,9 @@ import pytest
 
 import irgraph
 import models
-from irgraph import Graph, TensorType, run_graph
+from irgraph import Graph, TensorType
 from irgraph.dtype import float16, float32
-from irgraph.passes import PassContext, run_passes
-
-RTOL, ATOL = 1e-4, 1e-5
+from passcheck import run_checked
 
 
 def _rng(seed=0):
@@ -29,12 +27,7 @@ def _bn_params(g, c, seed=1, prefix="bn"):
 
 def _fold(g, feeds):
     """Run the pass on a copy with verification; check numerics; return the new graph."""
-    want = run_graph(g, feeds)
-    g2, report = run_passes(g.copy(), ["fold_batch_norm"], PassContext(verify=True))
-    got = run_graph(g2, feeds)
-    assert len(got) == len(want)
-    for a, b in zip(got, want):
-        np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
+    g2, report = run_checked(g, feeds, ["fold_batch_norm"])
     return g2, report.records[0].changed
 
 

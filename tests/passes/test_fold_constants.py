@@ -2,41 +2,27 @@
 size cap that keeps weights from being duplicated; random ops and real control flow stay."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
-import onnx
 import pytest
 
 import irgraph
 import models
 from irgraph import Graph, TensorType, run_graph
 from irgraph.dtype import bool_, float32
-from irgraph.passes import PassContext, run_passes
 from irgraph.passes.fold_constants import DEFAULT_MAX_BYTES
-
-LIGHT_DIR = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
+from passcheck import imported, light_feeds, light_model, rand, run_pass, same_results
 
 
 def _fold(g, **options):
-    g, report = run_passes(g, ["fold_constants"], PassContext(verify=True, options=options))
-    return g, report.records[0]
+    return run_pass(g, "fold_constants", **options)
 
 
 def _same_results(before: Graph, after: Graph, feeds, exact=False) -> None:
-    want = run_graph(before, feeds)
-    got = run_graph(after, feeds)
-    assert len(got) == len(want)
-    for a, b in zip(got, want):
-        assert a.dtype == b.dtype and a.shape == b.shape
-        if exact:
-            np.testing.assert_array_equal(a, b)
-        else:
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    same_results(before, after, feeds, exact=exact)
 
 
 def _rand(*shape, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    return rand(shape, seed)
 
 
 def test_constant_chain_folds_bit_exactly_and_keeps_names():
@@ -189,8 +175,7 @@ def test_folding_inside_a_loop_body():
 # ---- whole models ---------------------------------------------------------------------------
 def test_mlp_transposed_weights_fold():
     m = models.mlp()
-    g = irgraph.to_graph(m)
-    before = g.copy()
+    g, before = imported(m)
     g, rec = _fold(g)
     assert rec.ops_removed == {"transpose": 3}
     assert before.parameter_count() == g.parameter_count()  # no weight duplicated
@@ -200,8 +185,7 @@ def test_mlp_transposed_weights_fold():
 @pytest.mark.parametrize("name", sorted(models.ALL))
 def test_models_keep_their_results(name):
     m = models.ALL[name]()
-    g = irgraph.to_graph(m)
-    before = g.copy()
+    g, before = imported(m)
     g, rec = _fold(g)
     assert g.parameter_count() <= before.parameter_count()
     _same_results(before, g, models.feeds(m, {"N": 2, "S": 5}, seed=2), exact=True)
@@ -210,9 +194,8 @@ def test_models_keep_their_results(name):
 @pytest.mark.parametrize("light", ["squeezenet", "inception_v1"])
 def test_light_models_keep_their_results(light):
     # their weights are ConstantOfShape fills: the small ones fold, the large ones stay fills
-    m = onnx.load(os.path.join(LIGHT_DIR, f"light_{light}.onnx"))
-    g = irgraph.to_graph(m)
-    before = g.copy()
+    m = light_model(light)
+    g, before = imported(m)
     g, rec = _fold(g)
     assert rec.ops_removed.get("constant_of_shape", 0) > 0
     for n in g.nodes:
@@ -220,7 +203,7 @@ def test_light_models_keep_their_results(light):
             assert n.outputs[0].type.nbytes > DEFAULT_MAX_BYTES
     for v in g.constants.values():  # new constants respect the cap
         assert v.name in before.constants or v.const.nbytes <= DEFAULT_MAX_BYTES
-    feeds = {k: (0.1 * v).astype(v.dtype) for k, v in models.feeds(m, seed=0).items()}
+    feeds = light_feeds(m)
     _same_results(before, g, feeds)
 
 

@@ -8,37 +8,15 @@ import pytest
 
 import irgraph
 import models
-from irgraph import Graph, TensorType, run_graph
+from irgraph import Graph, TensorType
 from irgraph.dtype import float32
 from irgraph.passes import PassContext, run_passes
-
-RTOL, ATOL = 1e-4, 1e-5
-
-
-def _x(shape, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+from passcheck import body_ops as _body_ops, fused_groups as _groups, rand as _x, run_checked
+from passcheck import top_ops as _top_ops
 
 
 def _run(g, feeds, passes=("fuse_elementwise",)):
-    want = run_graph(g, feeds)
-    g2, report = run_passes(g.copy(), list(passes), PassContext(verify=True))
-    got = run_graph(g2, feeds)
-    assert len(got) == len(want)
-    for a, b in zip(got, want):
-        np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
-    return g2
-
-
-def _groups(g):
-    return [n for n in g.nodes if n.op == "fused"]
-
-
-def _body_ops(f):
-    return [n.op for n in f.attrs["body"].nodes]
-
-
-def _top_ops(g):
-    return [n.op for n in g.nodes]
+    return run_checked(g, feeds, passes)[0]
 
 
 def test_chain_becomes_one_group_with_provenance():

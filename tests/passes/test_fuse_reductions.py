@@ -13,48 +13,17 @@ from irgraph import Graph, TensorType, run_graph
 from irgraph.dtype import float32, int64
 from irgraph.passes import PassContext, all_passes, pipeline, run_passes
 from irgraph.passes.group import make_group
+from passcheck import ATOL, RTOL, body_ops, f32_const, fused_groups, graph_feeds, i64_const, run_checked
 
-RTOL, ATOL = 1e-4, 1e-5
-
-
-def _c(g, value, name="c"):
-    return g.add_const(np.asarray(value, dtype=np.float32), name)
-
-
-def _i(g, values, name="axes"):
-    return g.add_const(np.array(values, dtype=np.int64), name)
-
-
-def _feeds(g, seed=0):
-    rng = np.random.default_rng(seed)
-    out = []
-    for v in g.inputs:
-        if v.dtype is int64:
-            m = np.ones(v.shape, np.int64)
-            m[..., -1:] = 0
-            out.append(m)
-        else:
-            out.append(rng.standard_normal(v.shape).astype(v.dtype.np))
-    return out
+_c, _i, _groups = f32_const, i64_const, fused_groups
 
 
 def _fuse(g, passes=("fuse_reductions",)):
-    feeds = _feeds(g)
-    want = run_graph(g, feeds)
-    g2, _ = run_passes(g.copy(), list(passes), PassContext(verify=True))
-    got = run_graph(g2, feeds)
-    assert len(got) == len(want)
-    for a, b in zip(got, want):
-        np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
-    return g2
-
-
-def _groups(g, kind=None):
-    return [n for n in g.nodes if n.op == "fused" and (kind is None or n.attrs["group"] == kind)]
+    return run_checked(g, graph_feeds(g), passes)[0]
 
 
 def _body_ops(n):
-    return sorted(b.op for b in n.attrs["body"].nodes)
+    return sorted(body_ops(n))
 
 
 # ---- composite ops --------------------------------------------------------------------------

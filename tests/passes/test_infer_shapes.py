@@ -6,31 +6,22 @@ import glob
 import os
 
 import numpy as np
-import onnx
 import pytest
 
 import irgraph
 import models
-from irgraph import Graph, TensorType, run_graph
+from irgraph import Graph, TensorType
 from irgraph.dtype import float32, int64
 from irgraph.errors import ShapeError
-from irgraph.passes import PassContext, run_passes
-
-LIGHT_DIR = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
+from passcheck import LIGHT_DIR, imported, light_feeds, light_model, run_pass, same_results
 
 
 def _run(g):
-    g, report = run_passes(g, ["infer_shapes"], PassContext(verify=True))
-    return g, report.records[0]
+    return run_pass(g, "infer_shapes")
 
 
 def _same_results(before: Graph, after: Graph, feeds) -> None:
-    want = run_graph(before, feeds)
-    got = run_graph(after, feeds)
-    assert len(got) == len(want)
-    for a, b in zip(got, want):
-        assert a.dtype == b.dtype and a.shape == b.shape
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    same_results(before, after, feeds)
 
 
 def _values(g: Graph):
@@ -46,8 +37,7 @@ def _fresh_dims(g: Graph) -> list:
 # ---- the Shape->Gather->Concat->Reshape arithmetic -------------------------------------------
 def test_symbolic_shape_arithmetic_keeps_symbols():
     m = models.bert_layer()
-    g = irgraph.to_graph(m)
-    before = g.copy()
+    g, before = imported(m)
     assert _fresh_dims(g), "the imported graph should have fresh reshape symbols to refine"
     g, rec = _run(g)
     assert rec.changed
@@ -62,8 +52,7 @@ def test_symbolic_shape_arithmetic_keeps_symbols():
 
 def test_static_shape_arithmetic_becomes_constants():
     m = models.bert_layer(batch=2, seq=5)
-    g = irgraph.to_graph(m)
-    before = g.copy()
+    g, before = imported(m)
     g, rec = _run(g)
     assert rec.ops_removed == {"shape": 1, "gather": 2, "unsqueeze": 4, "concat": 2}
     int_nodes = [n for n in g.nodes if n.outputs[0].dtype is int64]
@@ -174,8 +163,7 @@ def test_subgraph_bodies_are_inferred():
 @pytest.mark.parametrize("name", sorted(models.ALL))
 def test_models_keep_their_results(name):
     m = models.ALL[name]()
-    g = irgraph.to_graph(m)
-    before = g.copy()
+    g, before = imported(m)
     g, rec = _run(g)
     assert rec.nodes_after <= rec.nodes_before
     assert _fresh_dims(g) == []
@@ -184,14 +172,13 @@ def test_models_keep_their_results(name):
 
 @pytest.mark.parametrize("light", ["squeezenet", "shufflenet"])
 def test_light_models_keep_their_results(light):
-    m = onnx.load(os.path.join(LIGHT_DIR, f"light_{light}.onnx"))
-    g = irgraph.to_graph(m)
-    before = g.copy()
+    m = light_model(light)
+    g, before = imported(m)
     g, rec = _run(g)
     if light == "squeezenet":
         assert rec.ops_removed == {"shape": 1}  # its Shape of a static tensor is a constant now
     assert _fresh_dims(g) == []
-    feeds = {k: (0.1 * v).astype(v.dtype) for k, v in models.feeds(m, seed=0).items()}
+    feeds = light_feeds(m)
     _same_results(before, g, feeds)
 
 

@@ -1,7 +1,6 @@
 """The pass manager: contracts, records, verification, instruments, errors named by pass."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from irgraph import Graph, TensorType

@@ -30,8 +30,7 @@ import models
 from irgraph.interpreter import run_graph
 from irgraph.passes import PassContext, optimize
 
-RTOL, ATOL = 1e-4, 1e-5
-LIGHT_DIR = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
+from passcheck import ATOL, LIGHT_DIR, RTOL, light_feeds
 LIGHT = {os.path.basename(p)[6:-5]: p for p in sorted(glob.glob(os.path.join(LIGHT_DIR, "*.onnx")))}
 
 # name -> (model builder, symbolic dims used for the inputs and the memory plan)
@@ -52,7 +51,7 @@ def _model(name: str):
     if name.startswith("light_"):
         m = onnx.load(LIGHT[name[6:]])
         # the light models' weights are constant-filled; scale the input so activations stay O(1)
-        feeds = {k: (0.1 * v).astype(v.dtype) for k, v in models.feeds(m, seed=0).items()}
+        feeds = light_feeds(m)
         return m, feeds, {}
     build, dims = BUILT[name]
     m = build()

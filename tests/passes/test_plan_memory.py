@@ -19,8 +19,7 @@ from irgraph.passes.group import make_group
 from irgraph.passes.memory_arena import run_with_arena
 from irgraph.passes.memory_plan import validate_plan
 from irgraph.passes.plan_memory import build_plan
-
-RTOL, ATOL = 1e-4, 1e-5
+from passcheck import ATOL, RTOL, assert_outputs_match
 
 
 def _plan(g: Graph, dims=None, **options) -> Graph:
@@ -32,12 +31,7 @@ def _plan(g: Graph, dims=None, **options) -> Graph:
 
 
 def _check_numerics(g: Graph, feeds) -> None:
-    want = run_graph(g, feeds)
-    got = run_with_arena(g, feeds)
-    assert len(got) == len(want)
-    for a, b in zip(got, want):
-        assert a.dtype == b.dtype and a.shape == b.shape
-        np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
+    assert_outputs_match(run_with_arena(g, feeds), run_graph(g, feeds))
 
 
 @functools.lru_cache(maxsize=None)
@@ -103,6 +97,14 @@ def test_bert_encoder_peak_near_lower_bound(dims):
 
 
 # ---- hand-built graphs: sharing rules -----------------------------------------------------------
+def _plan_checked(g: Graph, dims=None, feed_shape=(4, 64), **options):
+    """Plan, validate the plan and run the interpreter over the arena; return the graph and plan."""
+    g = _plan(g, dims, **options)
+    validate_plan(g)
+    _check_numerics(g, _feed(feed_shape))
+    return g, g.meta["memory_plan"]
+
+
 def _x(g: Graph, shape=(4, 64)):
     return g.add_input("x", TensorType(shape, float32))
 
@@ -119,14 +121,11 @@ def test_elementwise_chain_runs_in_place_in_one_buffer():
     c = g.op("tanh", [b], name="c")
     d = g.op("neg", [c], name="d")
     g.set_outputs([d])
-    g = _plan(g)
-    p = g.meta["memory_plan"]
+    g, p = _plan_checked(g)
     assert p["inplace"] == {"b": "a", "c": "b", "d": "c"}
     assert len(p["buffers"]) == 1 and p["buffers"][0]["values"] == ["a", "b", "c", "d"]
     assert p["peak_bytes"] == p["lower_bound_bytes"] == 4 * 64 * 4
     assert p["naive_bytes"] == 4 * 4 * 64 * 4
-    validate_plan(g)
-    _check_numerics(g, _feed())
 
 
 def test_lower_bound_and_in_place_by_hand():
@@ -153,12 +152,9 @@ def test_no_in_place_over_an_input_that_is_still_needed():
     b = g.op("relu", [a], name="b")         # a is read again below: b may not overwrite it
     c = g.op("mul", [a, b], name="c")       # both die here
     g.set_outputs([c])
-    g = _plan(g, reorder=False)
-    p = g.meta["memory_plan"]
+    g, p = _plan_checked(g, reorder=False)
     assert "b" not in p["inplace"] and p["inplace"]["c"] in ("a", "b")
     assert p["values"]["a"]["offset"] != p["values"]["b"]["offset"]
-    validate_plan(g)
-    _check_numerics(g, _feed())
 
 
 def test_no_in_place_for_other_kernels_sizes_or_outputs():
@@ -173,12 +169,9 @@ def test_no_in_place_for_other_kernels_sizes_or_outputs():
     e = g.op("add", [r, m], name="e")       # r dies but is smaller (broadcast): e may take m only
     out = g.op("relu", [e], name="out")     # e is a graph output below: never overwritten
     g.set_outputs([e, out])
-    g = _plan(g, reorder=False)
-    p = g.meta["memory_plan"]
+    g, p = _plan_checked(g, reorder=False, feed_shape=(8, 16))
     assert p["inplace"] == {"e": "m"}
     assert p["values"]["out"]["offset"] != p["values"]["e"]["offset"]
-    validate_plan(g)
-    _check_numerics(g, _feed((8, 16)))
 
 
 def test_reshape_is_a_view_of_its_input():
@@ -218,13 +211,10 @@ def _elementwise_group(group: str):
 
 
 def test_fused_elementwise_group_writes_in_place():
-    g = _plan(_elementwise_group("elementwise"))
-    p = g.meta["memory_plan"]
+    g, p = _plan_checked(_elementwise_group("elementwise"), feed_shape=(4, 32))
     fused = g.nodes[-1]
     assert fused.op == "fused" and p["inplace"] == {fused.outputs[0].name: "a"}
     assert p["peak_bytes"] == 4 * 32 * 4
-    validate_plan(g)
-    _check_numerics(g, _feed((4, 32)))
 
 
 def test_other_fused_groups_do_not_write_in_place():
@@ -273,14 +263,11 @@ def test_order_is_chosen_to_lower_the_peak():
     k, n = 4, 1024
     fixed = _plan(_branches_written_breadth_first(k, n), reorder=False).meta["memory_plan"]
     assert fixed["lower_bound_bytes"] >= k * n * 4          # all k expansions alive together
-    g = _plan(_branches_written_breadth_first(k, n))
-    p = g.meta["memory_plan"]
+    g, p = _plan_checked(_branches_written_breadth_first(k, n), feed_shape=(n,))
     assert p["peak_bytes"] < 2 * n * 4 < fixed["peak_bytes"]   # one branch at a time
     assert p["order"] != fixed["order"] and p["order_strategy"] != "graph"
     assert p["order"] == [nd.name for nd in g.nodes]
     g.verify()
-    validate_plan(g)
-    _check_numerics(g, _feed((n,)))
 
 
 def test_work_only_on_constants_is_not_hoisted():
@@ -321,11 +308,8 @@ def test_data_dependent_sizes_are_left_dynamic():
     x = _x(g, (4, 8))
     nz = g.op("nonzero", [g.op("relu", [x], name="r")], name="nz")
     g.set_outputs([g.op("neg", [nz], name="out")])
-    g = _plan(g)
-    p = g.meta["memory_plan"]
+    g, p = _plan_checked(g, feed_shape=(4, 8))
     assert set(p["dynamic"]) == {"nz", "out"} and set(p["values"]) == {"r"}
-    validate_plan(g)
-    _check_numerics(g, _feed((4, 8)))
 
 
 # ---- the validator and the arena runner catch broken plans --------------------------------------
@@ -472,8 +456,7 @@ def test_after_the_o2_pipeline(name, dims):
     assert len(g.nodes) < len(g0.nodes)
     assert p["peak_bytes"] <= 1.05 * p["lower_bound_bytes"] and p["peak_bytes"] <= 0.5 * p["naive_bytes"]
     feeds = models.feeds(m, dims, seed=5)
-    for a, b in zip(run_with_arena(g, feeds), run_graph(g0, feeds)):
-        np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
+    assert_outputs_match(run_with_arena(g, feeds), run_graph(g0, feeds), types=False)
 
 
 def test_plan_of_an_empty_graph():

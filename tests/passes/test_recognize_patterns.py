@@ -13,46 +13,22 @@ import models
 from irgraph import Graph, TensorType, run_graph
 from irgraph.dtype import float32, int64
 from irgraph.passes import PassContext, all_passes, run_passes
+from passcheck import ATOL, RTOL, f32_const, graph_feeds, i64_const, run_checked
 
-RTOL, ATOL = 1e-4, 1e-5
 CLEANUP = ["infer_shapes", "fold_constants", "simplify_algebra", "eliminate_common_subexpressions",
            "eliminate_dead_code", "canonicalize"]
 
 
-def _c(g, value, name="c"):
-    return g.add_const(np.asarray(value, dtype=np.float32), name)
-
-
-def _i(g, values, name="axes"):
-    return g.add_const(np.array(values, dtype=np.int64), name)
+_c, _i = f32_const, i64_const
 
 
 def _feeds(g, seed=0):
-    rng = np.random.default_rng(seed)
-    out = []
-    for v in g.inputs:
-        if v.dtype is int64:
-            m = np.ones(v.shape, np.int64)
-            m[..., -1:] = 0
-            out.append(m)
-        elif v.dtype.is_bool:  # the last row of keys fully masked
-            m = rng.random(v.shape) < 0.7
-            m[-1] = False
-            out.append(m)
-        else:
-            out.append((rng.standard_normal(v.shape) * 2).astype(v.dtype.np))
-    return out
+    return graph_feeds(g, seed, scale=2)
 
 
 def _recognize(g, passes=("recognize_patterns",)):
     """Run the passes (verified) on a copy; check outputs agree; return the new graph."""
-    feeds = _feeds(g)
-    want = run_graph(g, feeds)
-    g2, _ = run_passes(g.copy(), list(passes), PassContext(verify=True))
-    got = run_graph(g2, feeds)
-    for a, b in zip(got, want):
-        np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
-    return g2
+    return run_checked(g, _feeds(g), passes)[0]
 
 
 def _ops(g):

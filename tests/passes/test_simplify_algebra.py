@@ -2,28 +2,20 @@
 and declines where the identity would change a shape, a dtype or a value."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
-import onnx
 import pytest
 
-import irgraph
 import models
 from irgraph import Graph, TensorType, run_graph
 from irgraph import dtype as dt
 from irgraph.passes import PassContext, run_passes
+from passcheck import (SPECIAL, full_const, imported, light_feeds, light_model,
+                       run_pass, same_results, unary_graph)
 from irgraph.passes.simplify_algebra import lossless_cast
-
-LIGHT_DIR = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
-SPECIAL = np.concatenate([
-    np.array([0.0, -0.0, 1.5, -2.25, np.inf, -np.inf, np.nan, 3e38, 1e-40, -7e-39], np.float32),
-    np.random.default_rng(0).standard_normal(22).astype(np.float32) * 10])
 
 
 def _simplify(g, **options):
-    g, report = run_passes(g, ["simplify_algebra"], PassContext(verify=True, options=options))
-    return g, report.records[0]
+    return run_pass(g, "simplify_algebra", **options)
 
 
 def _ops(g):
@@ -31,25 +23,11 @@ def _ops(g):
 
 
 def _check(before: Graph, after: Graph, feeds, exact=True) -> None:
-    want = run_graph(before, feeds)
-    got = run_graph(after, feeds)
-    for a, b in zip(got, want):
-        assert a.dtype == b.dtype and a.shape == b.shape
-        if exact:
-            np.testing.assert_array_equal(a, b)  # NaN == NaN here; -0.0 == 0.0 (see signed zeros)
-        else:
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    same_results(before, after, feeds, exact=exact)  # exact: NaN == NaN; -0.0 == 0.0 (see signed zeros)
 
 
-def _unary_graph(build, shape=(32,), dtype=dt.float32):
-    g = Graph()
-    x = g.add_input("x", TensorType(shape, dtype))
-    g.set_outputs([build(g, x)])
-    return g
-
-
-def _c(g, value, dtype=np.float32, shape=()):
-    return g.add_const(np.full(shape, value, dtype), "c")
+_unary_graph = unary_graph
+_c = full_const
 
 
 CASES = {
@@ -271,8 +249,7 @@ def test_inference_dropout_is_removed_training_dropout_is_kept():
 # ---- whole models ---------------------------------------------------------------------------
 def test_bert_layer_patterns():
     m = models.bert_layer()
-    g = irgraph.to_graph(m)
-    before = g.copy()
+    g, before = imported(m)
     g, rec = _simplify(g)
     # K^T composed into one transpose; the mask's two unsqueezes into one; x**2 -> x*x;
     # the decomposed LayerNorm's weight (ones) and bias (zeros) vanish
@@ -284,16 +261,14 @@ def test_bert_layer_patterns():
 @pytest.mark.parametrize("name", sorted(models.ALL))
 def test_models_keep_their_results(name):
     m = models.ALL[name]()
-    g = irgraph.to_graph(m)
-    before = g.copy()
+    g, before = imported(m)
     g, rec = run_passes(g, ["infer_shapes", "fold_constants", "simplify_algebra"], PassContext(verify=True))
     _check(before, g, models.feeds(m, {"N": 3, "S": 4}, seed=2), exact=False)
 
 
 def test_light_shufflenet_keeps_its_results():
-    m = onnx.load(os.path.join(LIGHT_DIR, "light_shufflenet.onnx"))
-    g = irgraph.to_graph(m)
-    before = g.copy()
+    m = light_model("shufflenet")
+    g, before = imported(m)
     g, _ = run_passes(g, ["infer_shapes", "fold_constants", "simplify_algebra"], PassContext(verify=True))
-    feeds = {k: (0.1 * v).astype(v.dtype) for k, v in models.feeds(m, seed=0).items()}
+    feeds = light_feeds(m)
     _check(before, g, feeds, exact=False)
