@@ -37,20 +37,25 @@ class _Env:
         raise KeyError(v.name)
 
 
+def order_feeds(graph: Graph, inputs, error=ExecutionError) -> list:
+    """The graph's inputs in order, from a sequence (by position) or a mapping (by input name)."""
+    if isinstance(inputs, Mapping):
+        missing = [v.name for v in graph.inputs if v.name not in inputs]
+        if missing:
+            raise error(f"missing inputs {missing} for graph {graph.name!r}")
+        return [inputs[v.name] for v in graph.inputs]
+    feeds = list(inputs)
+    if len(feeds) != len(graph.inputs):
+        raise error(f"graph {graph.name!r} takes {len(graph.inputs)} inputs",
+                    expected=len(graph.inputs), actual=len(feeds))
+    return feeds
+
+
 def run_graph(graph: Graph, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray], *,
               check_types: bool = True, _parent: _Env | None = None) -> list[np.ndarray]:
     """Run ``graph`` on ``inputs`` (by position or by input name); returns its outputs."""
     env = _Env(_parent)
-    if isinstance(inputs, Mapping):
-        missing = [v.name for v in graph.inputs if v.name not in inputs]
-        if missing:
-            raise ExecutionError(f"missing inputs {missing} for graph {graph.name!r}")
-        feeds = [inputs[v.name] for v in graph.inputs]
-    else:
-        feeds = list(inputs)
-        if len(feeds) != len(graph.inputs):
-            raise ExecutionError(f"graph {graph.name!r} takes {len(graph.inputs)} inputs",
-                                 expected=len(graph.inputs), actual=len(feeds))
+    feeds = order_feeds(graph, inputs)
     for v, a in zip(graph.inputs, feeds):
         env.vals[v] = a if isinstance(a, np.ndarray) and a.dtype != object or v.dtype.kind == "s" else np.asarray(a, dtype=v.dtype.np)
 

@@ -19,7 +19,7 @@ import numpy as np
 from irgraph.dtype import DType
 from irgraph.errors import ExecutionError, InputError, IrgraphError
 from irgraph.graph import Graph
-from irgraph.interpreter import _Env, run_graph
+from irgraph.interpreter import _Env, order_feeds, run_graph
 from irgraph.ops.registry import get_op
 
 POISON = 0xFF          # all-ones bytes: NaN in every float format, -1 in signed ints
@@ -110,16 +110,7 @@ def _check_intact(name: str, got: np.ndarray, want: np.ndarray, node, t: int) ->
 
 
 def _feeds(graph: Graph, inputs, plan: dict) -> list[np.ndarray]:
-    if isinstance(inputs, Mapping):
-        missing = [v.name for v in graph.inputs if v.name not in inputs]
-        if missing:
-            raise InputError(f"missing inputs {missing}")
-        feeds = [inputs[v.name] for v in graph.inputs]
-    else:
-        feeds = list(inputs)
-        if len(feeds) != len(graph.inputs):
-            raise InputError(f"graph takes {len(graph.inputs)} inputs", expected=len(graph.inputs),
-                             actual=len(feeds))
+    feeds = order_feeds(graph, inputs, error=InputError)
     out = []
     for v, a in zip(graph.inputs, feeds):
         a = np.asarray(a, dtype=v.dtype.np) if v.dtype.kind != "s" else np.asarray(a)

@@ -24,6 +24,7 @@ import numpy as np
 
 from irgraph.errors import CompileError, IrgraphError
 from irgraph.graph import Graph, Node, Value
+from irgraph.ops.evaluate import reinfer
 from irgraph.ops.registry import get_op
 from irgraph.types import TensorType
 
@@ -61,7 +62,7 @@ def bind_types(graph: Graph, dims: dict | None = None) -> dict[Value, TensorType
             t = TensorType([d if isinstance(d, int) else dims[d] for d in t.shape], t.dtype)
         in_types.append(t)
     try:
-        _bind(g, in_types)
+        reinfer(g, in_types)
     except IrgraphError as e:
         raise CompileError(f"the graph's shapes do not hold for dims {dims}: {e}") from e
     out: dict[Value, TensorType] = {}
@@ -71,26 +72,6 @@ def bind_types(graph: Graph, dims: dict | None = None) -> dict[Value, TensorType
         for o, co in zip(n.outputs, cn.outputs):
             out[o] = co.type
     return out
-
-
-def _bind(g: Graph, in_types: list[TensorType]) -> None:
-    """Re-run inference over (a private copy) ``g`` with its inputs retyped, in place."""
-    from irgraph.ops.evaluate import propagate_values
-    for v, t in zip(g.inputs, in_types):
-        v.type = t
-        v.meta.pop("value", None)
-    for n in g.nodes:
-        if n.op == "fused":
-            # the fused op infers from its body, whose types are still symbolic: bind the body too
-            body = n.attrs["body"]
-            _bind(body, [v.type for v in n.inputs])
-            types = [o.type for o in body.outputs]
-        else:
-            types = get_op(n.op).infer_types(n.inputs, n.attrs, node=n.name, num_outputs=len(n.outputs))
-        for o, t in zip(n.outputs, types):
-            o.type = t
-            o.meta.pop("value", None)
-        propagate_values(n)
 
 
 def storage_bytes(t: TensorType) -> int | None:

@@ -23,8 +23,7 @@ import numpy as np
 
 from irgraph.errors import CompileError, IrgraphError
 from irgraph.graph import Graph
-from irgraph.ops.evaluate import propagate_values
-from irgraph.ops.registry import get_op
+from irgraph.ops.evaluate import reinfer
 from irgraph.targets import register_target
 from irgraph.types import TensorType
 
@@ -49,51 +48,10 @@ def specialize(graph: Graph, dims: dict, values: dict | None = None) -> Graph:
         if values and i in values:
             v.meta["value"] = np.asarray(values[i])
     try:
-        _reinfer(g)
+        reinfer(g)
     except IrgraphError as e:
         raise CompileError(f"the graph's shapes do not hold for dims {dims}: {e}") from e
     return g
-
-
-def _reinfer(g: Graph) -> None:
-    for n in g.nodes:
-        if n.op == "fused":
-            body = n.attrs["body"]
-            for bv, v in zip(body.inputs, n.inputs):
-                bv.type = TensorType(v.type.shape, v.dtype)
-                bv.meta.pop("value", None)
-            _reinfer(body)
-            types = [o.type for o in body.outputs]
-        else:
-            types = get_op(n.op).infer_types(n.inputs, n.attrs, node=n.name, num_outputs=len(n.outputs))
-        for o, t in zip(n.outputs, types):
-            o.type = t
-            o.meta.pop("value", None)
-        if n.op == "fused":
-            _propagate_fused(n)
-        else:
-            propagate_values(n)
-
-
-def _propagate_fused(n) -> None:
-    """Known values through a fused group (shape arithmetic fused by the O2 pipeline), which
-    ``propagate_values`` leaves alone since the op runs a subgraph."""
-    from irgraph.interpreter import run_graph
-    from irgraph.ops.evaluate import MAX_KNOWN_ELEMENTS, known_value
-    args = [known_value(v) for v in n.inputs]
-    if any(a is None or a.size > MAX_KNOWN_ELEMENTS for a in args):
-        return
-    if any(o.type.numel is None or o.type.numel > MAX_KNOWN_ELEMENTS for o in n.outputs):
-        return
-    try:
-        with np.errstate(all="ignore"):
-            vals = run_graph(n.attrs["body"], args)
-    except Exception:
-        return
-    for o, a in zip(n.outputs, vals):
-        a = np.asarray(a)
-        if o.type.matches(a):
-            o.meta["value"] = a
 
 
 def _dynamic_count(g: Graph) -> int:
