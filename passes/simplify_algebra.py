@@ -283,6 +283,7 @@ def algebra_rules(signed_zeros: bool = False) -> list[Rule]:
     add_zero = zero(True if signed_zeros else None)       # x + (-0.0) is always x
     sub_zero = zero(False if signed_zeros else None)      # x - (+0.0) is always x
     rules = [
+        Rule("identity", Op("identity", Var("x")), _keep_shape),
         Rule("mul_one", Op("mul", Var("x"), Const("c", value=1), commutative=True), _keep_shape),
         Rule("div_one", Op("div", Var("x"), Const("c", value=1)), _keep_shape),
         Rule("add_zero", Op("add", Var("x"), Const("c", where=add_zero), commutative=True), _keep_shape),

@@ -171,9 +171,27 @@ def _pow_formula(b, x, y):
     return b.pow(x, b.cast(y, dx) if dy is not dx else y)
 
 
-elementwise("add", 2, scalar=lambda b, x, y: b.add(x, y), reference=np.add, dtypes=NUMERIC_TYPES)
-elementwise("sub", 2, scalar=lambda b, x, y: b.sub(x, y), reference=np.subtract, dtypes=NUMERIC_TYPES)
-elementwise("mul", 2, scalar=lambda b, x, y: b.mul(x, y), reference=np.multiply, dtypes=NUMERIC_TYPES)
+def _add_grad(ctx):
+    a, b = ctx.inputs
+    return [ctx.sum_to(ctx.dy(), a), ctx.sum_to(ctx.dy(), b)]
+
+
+def _sub_grad(ctx):
+    a, b = ctx.inputs
+    return [ctx.sum_to(ctx.dy(), a), ctx.sum_to(ctx.op("neg", [ctx.dy()]), b)]
+
+
+def _mul_grad(ctx):
+    a, b = ctx.inputs
+    return [ctx.sum_to(ctx.op("mul", [ctx.dy(), b]), a), ctx.sum_to(ctx.op("mul", [ctx.dy(), a]), b)]
+
+
+elementwise("add", 2, scalar=lambda b, x, y: b.add(x, y), reference=np.add, dtypes=NUMERIC_TYPES,
+            grad=_add_grad)
+elementwise("sub", 2, scalar=lambda b, x, y: b.sub(x, y), reference=np.subtract, dtypes=NUMERIC_TYPES,
+            grad=_sub_grad)
+elementwise("mul", 2, scalar=lambda b, x, y: b.mul(x, y), reference=np.multiply, dtypes=NUMERIC_TYPES,
+            grad=_mul_grad)
 elementwise("div", 2, scalar=lambda b, x, y: b.div(x, y), reference=_div_ref, dtypes=NUMERIC_TYPES,
             doc="x / y; integer division truncates toward zero")
 elementwise("mod", 2, scalar=_mod_formula, reference=_mod_ref, dtypes=NUMERIC_TYPES,
@@ -186,6 +204,9 @@ elementwise("maximum", 2, scalar=lambda b, x, y: b.max(x, y), reference=np.maxim
             doc="elementwise max; NaN propagates")
 elementwise("minimum", 2, scalar=lambda b, x, y: b.min(x, y), reference=np.minimum, dtypes=NUMERIC_TYPES,
             doc="elementwise min; NaN propagates")
+elementwise("identity", 1, scalar=lambda b, x: x, reference=lambda x: np.array(x, copy=True),
+            dtypes=ALL_TYPES, grad=lambda ctx: [ctx.dy()],
+            doc="a copy of x (names a value, e.g. a gradient output; simplify_algebra removes it)")
 elementwise("neg", 1, scalar=lambda b, x: b.neg(x), reference=np.negative, dtypes=SIGNED_TYPES)
 elementwise("abs", 1, scalar=lambda b, x: b.abs(x), reference=np.abs, dtypes=NUMERIC_TYPES)
 elementwise("sign", 1, scalar=lambda b, x: b.sign(x), reference=np.sign, dtypes=NUMERIC_TYPES)
