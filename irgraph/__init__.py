@@ -15,3 +15,4 @@ from .interpreter import run_graph  # noqa: F401
 from .compiled import CompiledModel  # noqa: F401
 from .api import compile, to_graph  # noqa: F401
 from .artifact import load  # noqa: F401,E402
+from .training import Trainer, train  # noqa: F401,E402

@@ -10,6 +10,7 @@ SOURCE_DIRS = ["irgraph", "passes", "backends", "frontends", "tests", "benchmark
 TOP_LEVEL = re.compile(r"^\s*(?:import|from)\s+(passes|backends|frontends)\b", re.M)
 UPWARD = re.compile(r"^\s*(?:import|from)\s+(?:irgraph\.(?:frontends|passes|backends)|\.+(?:frontends|passes|backends))\b", re.M)
 CORE_WIRING = {"api.py", "cli.py", "targets.py", "artifact.py", "bench.py"}  # the API/CLI layer
+WIRING_PACKAGES = {"training"}   # irgraph/training/ is API layer too: the train step needs autodiff
 
 
 def _py_files(d):
@@ -29,6 +30,8 @@ def test_core_does_not_import_frontends_passes_backends():
     bad = []
     for f in _py_files("irgraph"):
         if f.name in CORE_WIRING and f.parent.name == "irgraph":
+            continue
+        if f.parent.name in WIRING_PACKAGES and f.parent.parent.name == "irgraph":
             continue
         for m in UPWARD.finditer(f.read_text()):
             bad.append(f"{f.relative_to(ROOT)}: {m.group(0).strip()}")
