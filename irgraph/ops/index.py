@@ -13,6 +13,7 @@ import numpy as np
 from .. import dtype as dt
 from ..errors import ExecutionError
 from ..types import is_static_dim
+from .elementwise import GradOps
 from .registry import Attr, OpDef, register
 from .shapes import normalize_axis, out, shape_numel
 
@@ -109,9 +110,35 @@ def _gather_ref(ins, a):
     return np.take(x, checked_indices(ind, x.shape[axis], axis), axis=axis)
 
 
+# ---- gradients: gathers scatter-add dy back to where its elements were read ---------------
+def scatter_back(ctx, x, idx, g, axis: int, reduction: str = "add"):
+    """Zeros shaped like ``x`` with slices of ``g`` (x's shape, ``n`` along ``axis``) added at
+    positions ``idx`` (int, ``n`` long) along ``axis``: the adjoint of gather(x, idx, axis)."""
+    o = GradOps(ctx)
+    r = len(x.shape)
+    # the same index for every element of a slice: broadcast idx over the other axes
+    idx = o.expand(o.reshape(idx, ctx.i64([1] * axis + [-1] + [1] * (r - axis - 1))), ctx.shape(g))
+    return o.scatter_elements(ctx.zeros_like(x), idx, g, axis=axis, reduction=reduction)
+
+
+def _gather_grad(ctx):
+    o, (x, ind), dy = GradOps(ctx), ctx.inputs, ctx.dy()
+    if x.shape is None or ind.shape is None:
+        raise ctx.fail("the gradient of gather needs operands of known rank")
+    axis = normalize_axis(ctx.attrs["axis"], len(x.shape))
+    post = list(x.shape[axis + 1:])
+    # dy is (x's dims before axis, *indices' shape, x's dims after): flatten the index dims
+    if all(isinstance(d, int) for d in post):
+        spec = ctx.i64([0] * axis + [-1] + post)  # 0: copy dy's leading dim
+    else:
+        spec = o.concat(ctx.i64([0] * axis + [-1]), o.shape(x, start=axis + 1), axis=0)
+    g = o.reshape(dy, spec)
+    return [scatter_back(ctx, x, o.reshape(ind, ctx.i64([-1])), g, axis), None]
+
+
 register(OpDef(
     "gather", infer=_gather_infer, reference=_gather_ref, inputs=(2, 2), kind="index",
-    attrs={"axis": Attr("int", 0)}, differentiable=True,
+    attrs={"axis": Attr("int", 0)}, differentiable=True, grad=_gather_grad,
     doc="ONNX Gather: slices of data along axis picked by indices; out = q + r - 1 dims",
 ))
 
@@ -161,9 +188,14 @@ def _gather_elements_ref(ins, a):
     return x[elements_index(x.shape, np.asarray(ind), axis)]
 
 
+def _gather_elements_grad(ctx):
+    o, (x, ind), dy = GradOps(ctx), ctx.inputs, ctx.dy()
+    return [o.scatter_elements(ctx.zeros_like(x), ind, dy, axis=ctx.attrs["axis"], reduction="add"), None]
+
+
 register(OpDef(
     "gather_elements", infer=_gather_elements_infer, reference=_gather_elements_ref, inputs=(2, 2),
-    kind="index", attrs={"axis": Attr("int", 0)}, differentiable=True,
+    kind="index", attrs={"axis": Attr("int", 0)}, differentiable=True, grad=_gather_elements_grad,
     doc="ONNX GatherElements (torch.gather): out[i][j] = data[ind[i][j]][j] for axis 0",
 ))
 
@@ -239,9 +271,28 @@ def _gather_nd_ref(ins, a):
     return res.reshape(ind.shape[:-1] + x.shape[b + k:])
 
 
+def batched_nd_indices(ctx, ind, b: int):
+    """gather_nd/scatter_nd indices with ``batch_dims=b`` rewritten for ``batch_dims=0``: each
+    index tuple gets its batch position prepended (needs indices of static shape)."""
+    if b == 0:
+        return ind
+    if ind.shape is None or not all(isinstance(d, int) for d in ind.shape):
+        raise ctx.fail("the gradient of a batched gather_nd needs indices of static shape")
+    o = GradOps(ctx)
+    grid = np.stack(np.indices(tuple(ind.shape[:-1]))[:b], axis=-1)  # (*ind.shape[:-1], b)
+    ind = ind if ind.dtype is dt.int64 else o.cast(ind, to=dt.int64)
+    return o.concat(ctx.i64(grid), ind, axis=-1)
+
+
+def _gather_nd_grad(ctx):
+    o, (x, ind), dy = GradOps(ctx), ctx.inputs, ctx.dy()
+    full = batched_nd_indices(ctx, ind, ctx.attrs["batch_dims"])
+    return [o.scatter_nd(ctx.zeros_like(x), full, dy, reduction="add"), None]
+
+
 register(OpDef(
     "gather_nd", infer=_gather_nd_infer, reference=_gather_nd_ref, inputs=(2, 2), kind="index",
-    attrs={"batch_dims": Attr("int", 0)}, differentiable=True,
+    attrs={"batch_dims": Attr("int", 0)}, differentiable=True, grad=_gather_nd_grad,
     doc="ONNX GatherND: slices of data addressed by index tuples (last dim of indices)",
 ))
 
@@ -379,9 +430,19 @@ def _compress_ref(ins, a):
     return np.compress(_compress_mask(c, x.shape[axis], fail), x, axis=axis)
 
 
+def _compress_grad(ctx):
+    o, (x, cond), dy = GradOps(ctx), ctx.inputs, ctx.dy()
+    picked = o.reshape(o.nonzero(cond), ctx.i64([-1]))  # the kept positions along the axis
+    axis = ctx.attrs["axis"]
+    if axis is None:  # compress of the flattened input
+        flat = o.reshape(x, ctx.i64([-1]))
+        return [o.reshape(scatter_back(ctx, flat, picked, dy, 0), ctx.shape(x)), None]
+    return [scatter_back(ctx, x, picked, dy, normalize_axis(axis, len(x.shape))), None]
+
+
 register(OpDef(
     "compress", infer=_compress_infer, reference=_compress_ref, inputs=(2, 2), kind="index",
-    attrs={"axis": Attr("int", None, "none: flatten first")}, differentiable=True,
+    attrs={"axis": Attr("int", None, "none: flatten first")}, differentiable=True, grad=_compress_grad,
     doc="ONNX Compress (numpy.compress): the slices along axis where condition is true",
 ))
 
@@ -504,10 +565,16 @@ def _top_k_ref(ins, a):
     return np.take_along_axis(x, idx, axis=axis), idx
 
 
+def _top_k_grad(ctx):
+    # the values were read at the returned indices, distinct within each slice
+    o, x, idx = GradOps(ctx), ctx.inputs[0], ctx.outputs[1]
+    return [o.scatter_elements(ctx.zeros_like(x), idx, ctx.dy(0), axis=ctx.attrs["axis"]), None]
+
+
 register(OpDef(
     "top_k", infer=_top_k_infer, reference=_top_k_ref, inputs=(2, 2), kind="index",
     attrs={"axis": Attr("int", -1), "largest": Attr("bool", True), "sorted": Attr("bool", True)},
-    differentiable=True,
+    differentiable=True, grad=_top_k_grad,
     doc="ONNX TopK: the k largest (or smallest) values along axis and their int64 indices; "
         "ties go to the lower index",
 ))

@@ -1,11 +1,15 @@
 """Linear algebra: matmul (numpy semantics, batched), einsum, det."""
 from __future__ import annotations
 
+import string
+
 import numpy as np
 
 from .. import dtype as dt
 from ..types import is_static_dim
 from .declare import FLOAT_TYPES, INT_TYPES
+from .elementwise import GradOps
+from .grad import is_float
 from .registry import Attr, OpDef, register
 from .shapes import broadcast_shapes, out, same_dtype
 
@@ -55,9 +59,54 @@ def _matmul_ref(ins, a):
     return np.asarray(np.matmul(x, y)).astype(odt, copy=False)
 
 
+def _swap_last(o, v):
+    r = len(v.shape)
+    return o.transpose(v, perm=list(range(r - 2)) + [r - 1, r - 2])
+
+
+def _batch_sum_to(ctx, g, like_shape):
+    """Sum a (..., P, Q) gradient over the batch dims that broadcasting gave it, down to the
+    batch shape of ``like_shape`` (the operand's, promoted to rank >= 2)."""
+    o = GradOps(ctx)
+    lead = len(g.shape) - len(like_shape)
+    if lead:
+        g = o.reduce_sum(g, ctx.i64(list(range(lead))), keepdims=0)
+    axes = [i for i, (a, b) in enumerate(zip(g.shape[:-2], like_shape[:-2])) if b == 1 and a != 1]
+    if axes:
+        g = o.reduce_sum(g, ctx.i64(axes), keepdims=1)
+    return g
+
+
+def _matmul_grad(ctx):
+    o, (a, b), dy = GradOps(ctx), ctx.inputs, ctx.dy()
+    if a.shape is None or b.shape is None:
+        raise ctx.fail("the gradient of matmul needs operands of known rank")
+    if len(a.shape) == 1 and len(b.shape) == 1:  # dot product: dy is a scalar
+        return [o.mul(dy, b), o.mul(dy, a)]
+    # promote 1-D operands as numpy does: a (K,) -> (1, K), b (K,) -> (K, 1), and dy with them
+    a2 = o.unsqueeze(a, ctx.i64([0])) if len(a.shape) == 1 else a
+    b2 = o.unsqueeze(b, ctx.i64([1])) if len(b.shape) == 1 else b
+    g = dy
+    if len(a.shape) == 1:
+        g = o.unsqueeze(g, ctx.i64([len(g.shape) - 1]))
+    if len(b.shape) == 1:
+        g = o.unsqueeze(g, ctx.i64([len(g.shape)]))
+    ra, rb = len(a2.shape), len(b2.shape)
+    k, n = a2.shape[-1], b2.shape[-1]
+    if rb == 2 and ra > 2 and isinstance(k, int) and isinstance(n, int):
+        # x (..., M, K) @ w (K, N), a linear layer over a batch: fold the batch into M so the
+        # weight gradient is one (K, B*M) @ (B*M, N) product, not a batch of them summed
+        ga = o.matmul(g, _swap_last(o, b2))
+        gb = o.matmul(_swap_last(o, o.reshape(a2, ctx.i64([-1, k]))), o.reshape(g, ctx.i64([-1, n])))
+    else:
+        ga = _batch_sum_to(ctx, o.matmul(g, _swap_last(o, b2)), a2.shape)
+        gb = _batch_sum_to(ctx, o.matmul(_swap_last(o, a2), g), b2.shape)
+    return [ctx.reshape_like(ga, a), ctx.reshape_like(gb, b)]
+
+
 register(OpDef(
     "matmul", infer=_matmul_infer, inputs=(2, 2), kind="contraction", differentiable=True,
-    reference=_matmul_ref,
+    reference=_matmul_ref, grad=_matmul_grad,
     doc="numpy matmul: batched, broadcasting, 1-D operands promoted",
 ))
 
@@ -189,10 +238,69 @@ def _einsum_ref(ins, a):
     return np.asarray(res).astype(odt, copy=False)
 
 
+def _einsum_grad(ctx):
+    """Each operand's gradient is itself an einsum: of dy and the other operands, producing the
+    operand's labels. A label only the operand has (summed away) is restored by a ones vector,
+    a repeated label (a diagonal) by an identity matrix; broadcast size-1 dims are summed."""
+    o, xs, dy = GradOps(ctx), ctx.inputs, ctx.dy()
+    if any(x.shape is None for x in xs):
+        raise ctx.fail("the gradient of einsum needs operands of known rank")
+    terms, output = parse_einsum(ctx.attrs["equation"], [len(x.shape) for x in xs], ctx.fail)
+    used = {c for t in terms for c in t if c.isalpha()}
+    free = iter([c for c in string.ascii_letters if c not in used])
+    letters: dict[str, str] = {}
+
+    def letter(lab):  # ellipsis dims are labelled '0', '1', ...: give them letters too
+        if lab.isalpha():
+            return lab
+        if lab not in letters:
+            letters[lab] = next(free, None) or _too_many(ctx)
+        return letters[lab]
+    terms = [[letter(c) for c in t] for t in terms]
+    out_term = "".join(letter(c) for c in output)
+    grads = []
+    for i, x in enumerate(xs):
+        if not is_float(x):
+            grads.append(None)
+            continue
+        ops, subs = [dy], [out_term]
+        for j, (xj, tj) in enumerate(zip(xs, terms)):
+            if j != i:
+                ops.append(xj)
+                subs.append("".join(tj))
+        avail = set(out_term).union(*[set(t) for j, t in enumerate(terms) if j != i])
+        target, seen = [], set()
+        for pos, lab in enumerate(terms[i]):
+            size = x.shape[pos]
+            if lab in seen or lab not in avail:
+                if not isinstance(size, int):
+                    raise ctx.fail("the gradient of einsum needs static sizes for diagonals and "
+                                   "summed-away labels", expected="static dims", actual=x.shape)
+            if lab in seen:
+                fresh = next(free, None) or _too_many(ctx)
+                ops.append(ctx.const(np.eye(size), like=x))
+                subs.append(lab + fresh)
+                target.append(fresh)
+                continue
+            seen.add(lab)
+            if lab not in avail:
+                ops.append(ctx.const(np.ones(size), like=x))
+                subs.append(lab)
+                avail.add(lab)
+            target.append(lab)
+        g = o.einsum(*ops, equation=",".join(subs) + "->" + "".join(target))
+        grads.append(ctx.sum_to(g, x))
+    return grads
+
+
+def _too_many(ctx):
+    raise ctx.fail("einsum gradient: more labels than letters")
+
+
 register(OpDef(
     "einsum", infer=_einsum_infer, reference=_einsum_ref, inputs=(1, None), kind="contraction",
     attrs={"equation": Attr("str", doc="numpy/ONNX einsum equation, e.g. 'bij,bjk->bik'")},
-    differentiable=True,
+    differentiable=True, grad=_einsum_grad,
     doc="Einstein summation over any number of inputs (ellipsis, implicit output, diagonals)",
 ))
 
@@ -218,7 +326,24 @@ def _det_ref(ins, a):
     return np.asarray(np.linalg.det(wide)).astype(x.dtype)
 
 
+def _det_grad(ctx):
+    o, x, dy = GradOps(ctx), ctx.inputs[0], ctx.dy()
+    if x.shape is None or not isinstance(x.shape[-1], int):
+        raise ctx.fail("the gradient of det needs a static matrix size", actual=x.shape)
+    r, m = len(x.shape), x.shape[-1]
+    g = o.unsqueeze(dy, ctx.i64([r - 2, r - 1]))
+    if m == 1:
+        return [g]
+    # d det / dx_ij is the cofactor (-1)^(i+j) det(minor_ij): exact for singular matrices too,
+    # unlike det * inv(x)^T. The m*m minors come from two gathers of x.
+    rest = ctx.i64([[k for k in range(m) if k != i] for i in range(m)])        # (m, m-1)
+    sub = o.gather(o.gather(x, rest, axis=r - 2), rest, axis=r)             # [..., i, r, j, c]
+    minors = o.det(o.transpose(sub, perm=list(range(r - 2)) + [r - 2, r, r - 1, r + 1]))
+    sign = ctx.const((-1.0) ** np.add.outer(np.arange(m), np.arange(m)), like=x)
+    return [o.mul(o.mul(minors, sign), g)]
+
+
 register(OpDef(
-    "det", infer=_det_infer, reference=_det_ref, kind="other", differentiable=True,
+    "det", infer=_det_infer, reference=_det_ref, kind="other", differentiable=True, grad=_det_grad,
     doc="determinant of each (M, M) matrix in the trailing two dims",
 ))

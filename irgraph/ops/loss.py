@@ -11,6 +11,8 @@ import numpy as np
 from .. import dtype as dt
 from ..types import is_static_dim
 from .declare import FLOAT_TYPES
+from .elementwise import GradOps
+from .grad import is_float
 from .registry import Attr, OpDef, register
 from .shapes import out
 
@@ -77,10 +79,53 @@ def _nll_ref(ins, a):
     return np.asarray(loss.sum() / w.sum(), dtype=x.dtype)
 
 
+def _nll_grad(ctx):
+    """dx[n, c, d] = -coef[n, d] * [c == target[n, d]] with coef = dy * weight[target] (over the
+    sum of the kept weights for the mean); the weight gets the picked inputs summed per class."""
+    o, x, t, dy = GradOps(ctx), ctx.inputs[0], ctx.inputs[1], ctx.dy()
+    w = ctx.inputs[2] if len(ctx.inputs) > 2 else None
+    red, ii = ctx.attrs["reduction"], ctx.attrs["ignore_index"]
+    if x.shape is None:
+        raise ctx.fail("the gradient of nll_loss needs an input of known rank")
+    r = len(x.shape)
+    keep = None if ii is None else o.logical_not(o.equal(t, ctx.const(ii, dtype=t.dtype)))
+    safe = t if keep is None else o.where(keep, t, ctx.const(0, dtype=t.dtype))
+    c = x.shape[1]
+    if isinstance(c, int):
+        classes = ctx.const(np.arange(c).reshape((1, c) + (1,) * (r - 2)), dtype=t.dtype)
+    else:
+        n = o.reshape(o.shape(x, start=1, end=2), ctx.i64([]))
+        classes = o.reshape(o.cast(o.range(ctx.i64(0), n, ctx.i64(1)), to=t.dtype),
+                            ctx.i64([1, -1] + [1] * (r - 2)))
+    hot = o.cast(o.equal(o.unsqueeze(safe, ctx.i64([1])), classes), to=x.dtype)
+    zero = o.k(0, x)
+    # the weight of each element's class (0 where ignored); None: all weights are 1
+    wt = None if w is None else o.gather(w, safe, axis=0)
+    if keep is not None:
+        wt = o.cast(keep, to=x.dtype) if wt is None else o.where(keep, wt, zero)
+    scale = dy  # per element (none) or one value (sum, mean)
+    if red == "mean":
+        total = o.cast(o.size(t), to=x.dtype) if wt is None else o.reduce_sum(wt, keepdims=0)
+        scale = o.div(dy, total)
+    coef = o.neg(scale if wt is None else o.mul(scale, wt))
+    gx = o.mul(hot, o.unsqueeze(coef, ctx.i64([1])) if coef.shape else coef)
+    gw = None
+    if w is not None and is_float(w):
+        # d loss / d w_c: -x[n, c, d] (minus the mean, for "mean") summed over elements of class c
+        picked = o.reduce_sum(o.mul(hot, x), ctx.i64([1]), keepdims=0)
+        v = o.neg(picked) if red != "mean" else o.neg(o.add(picked, ctx.outputs[0]))
+        if keep is not None:
+            v = o.where(keep, v, zero)
+        v = o.mul(v, scale)
+        gw = o.reduce_sum(o.mul(hot, o.unsqueeze(v, ctx.i64([1]))),
+                          ctx.i64([0] + list(range(2, r))), keepdims=0)
+    return [gx, None, gw][:len(ctx.inputs)]
+
+
 register(OpDef(
     "nll_loss", infer=_nll_infer, reference=_nll_ref, inputs=(2, 3), kind="other",
     attrs={"reduction": Attr("str", "mean", "none | sum | mean (weighted mean over kept elements)"),
            "ignore_index": Attr("int", None, "target value whose elements are left out")},
-    differentiable=True,
+    differentiable=True, grad=_nll_grad,
     doc="loss[n, d...] = -input[n, target[n, d...], d...] * weight[target[n, d...]], reduced",
 ))

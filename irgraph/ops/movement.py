@@ -12,6 +12,7 @@ import numpy as np
 from .. import dtype as dt
 from ..errors import ShapeError
 from ..types import is_static_dim
+from .elementwise import GradOps, known_value
 from .registry import Attr, OpDef, register
 from .shapes import dims_product, broadcast_shapes, normalize_axes, normalize_axis, out
 
@@ -57,6 +58,11 @@ def data_type(ctx):
 
 
 _dims_product = dims_product
+
+
+def _reshape_back_grad(ctx):
+    """reshape, squeeze, unsqueeze: the gradient is dy in the input's shape."""
+    return [ctx.reshape_like(ctx.dy(), ctx.inputs[0])]
 
 
 
@@ -130,7 +136,7 @@ def _reshape_ref(ins, a):
 register(OpDef(
     "reshape", infer=_reshape_infer, reference=_reshape_ref, inputs=(2, 2), kind="movement",
     attrs={"allowzero": Attr("int", 0, "a 0 in shape means size 0, not 'copy the input dim'")},
-    differentiable=True,
+    differentiable=True, grad=_reshape_back_grad,
     doc="reshape(x, shape): -1 infers one dim; 0 copies the input dim unless allowzero",
 ))
 
@@ -155,8 +161,15 @@ def _transpose_infer(ctx):
     return [out(tuple(x.shape[i] for i in p), x.dtype)]
 
 
+def _transpose_grad(ctx):
+    perm = ctx.attrs["perm"]
+    if perm is None:  # reversing the axes is its own inverse
+        return [GradOps(ctx).transpose(ctx.dy())]
+    return [GradOps(ctx).transpose(ctx.dy(), perm=[perm.index(a) for a in range(len(perm))])]
+
+
 register(OpDef(
-    "transpose", infer=_transpose_infer, kind="movement", differentiable=True,
+    "transpose", infer=_transpose_infer, kind="movement", differentiable=True, grad=_transpose_grad,
     attrs={"perm": Attr("ints", None, "output axis i is input axis perm[i]; default reverses")},
     reference=lambda ins, a: np.transpose(ins[0], _perm(a["perm"], ins[0].ndim)),
     doc="permute axes (numpy transpose)",
@@ -234,9 +247,47 @@ def _slice_ref(ins, a):
     return x[tuple(index)]
 
 
+def _slice_grad(ctx):
+    o, x, dy = GradOps(ctx), ctx.inputs[0], ctx.dy()
+    vals = [known_value(v) for v in ctx.inputs[1:]] + [None] * (5 - len(ctx.inputs))
+    present = [v is not None for v in ctx.inputs[1:]] + [False] * (5 - len(ctx.inputs))
+    static = x.shape is not None and all(isinstance(d, int) for d in x.shape) and all(
+        v is not None for v, p in zip(vals, present) if p)
+    if not static:
+        return [_slice_grad_scatter(ctx, o, x, dy)]
+    g = dy
+    for a, s, e, st in _slice_args(len(x.shape), *vals):
+        start, _, n = _slice_dim(x.shape[a], s, e, st)
+        if n == 0:
+            return [ctx.zeros_like(x)]
+        step = abs(st)
+        if st < 0:  # walk the slice forwards: reverse dy, starting from the lowest index
+            g = o.slice(g, ctx.i64([-1]), ctx.i64([-2 ** 62]), ctx.i64([a]), ctx.i64([-1]))
+            start -= (n - 1) * step
+        if step > 1:  # put step - 1 zeros after each element
+            g = o.unsqueeze(g, ctx.i64([a + 1]))
+            g = o.pad(g, ctx.i64([0, step - 1]), None, ctx.i64([a + 1]))
+            shape = list(g.shape)
+            g = o.reshape(g, ctx.i64(shape[:a] + [n * step] + shape[a + 2:]))
+        # zeros before and after; a negative pad crops the zeros the last step put past the end
+        g = o.pad(g, ctx.i64([start, x.shape[a] - start - n * step]), None, ctx.i64([a]))
+    return [g]
+
+
+def _slice_grad_scatter(ctx, o, x, dy):
+    """Bounds only known when the graph runs: slice the flat positions of x the same way and
+    scatter dy to them."""
+    n = o.size(x)
+    pos = o.reshape(o.range(ctx.i64(0), n, ctx.i64(1)), ctx.shape(x))
+    picked = o.reshape(o.slice(pos, *ctx.inputs[1:]), ctx.i64([-1]))
+    zeros = o.constant_of_shape(o.reshape(n, ctx.i64([1])), value=np.zeros(1, x.dtype.np))
+    flat = o.scatter_elements(zeros, picked, o.reshape(dy, ctx.i64([-1])), axis=0)
+    return o.reshape(flat, ctx.shape(x))
+
+
 register(OpDef(
     "slice", infer=_slice_infer, reference=_slice_ref, inputs=(3, 5), kind="movement",
-    differentiable=True,
+    differentiable=True, grad=_slice_grad,
     doc="slice(x, starts, ends, axes?, steps?): ONNX Slice (clamped bounds, negative steps)",
 ))
 
@@ -277,8 +328,21 @@ def _concat_infer(ctx):
     return [out(tuple(shape), dtype)]
 
 
+def _concat_grad(ctx):
+    o, xs, axis = GradOps(ctx), ctx.inputs, ctx.attrs["axis"]
+    axis = normalize_axis(axis, len(xs[0].shape))
+    dims = [x.shape[axis] for x in xs]
+    if all(isinstance(d, int) for d in dims):
+        sizes = ctx.i64(dims)
+    else:
+        sizes = o.concat(*[o.shape(x, start=axis, end=axis + 1) for x in xs], axis=0)
+    parts = o.split(ctx.dy(), sizes, axis=axis, num_outputs=len(xs))
+    return list(parts)
+
+
 register(OpDef(
     "concat", infer=_concat_infer, inputs=(1, None), kind="movement", differentiable=True,
+    grad=_concat_grad,
     attrs={"axis": Attr("int")},
     reference=lambda ins, a: np.concatenate(ins, axis=a["axis"]),
     doc="join tensors along an existing axis",
@@ -353,9 +417,15 @@ def _split_ref(ins, a):
     return tuple(np.split(x, np.cumsum(sizes)[:-1], axis=axis))
 
 
+def _split_grad(ctx):
+    # outputs the loss does not reach contribute zeros (ctx.dy makes them)
+    dys = [ctx.dy(i) for i in range(len(ctx.outputs))]
+    return [GradOps(ctx).concat(*dys, axis=ctx.attrs["axis"])]
+
+
 register(OpDef(
     "split", infer=_split_infer, reference=_split_ref, inputs=(1, 2), kind="movement",
-    differentiable=True, variadic_outputs=True,
+    differentiable=True, variadic_outputs=True, grad=_split_grad,
     attrs={"axis": Attr("int", 0),
            "num_outputs": Attr("int", None, "equal parts (the last smaller) when no sizes are given")},
     doc="split(x, sizes?): cut along axis into parts of the given sizes or num_outputs equal parts",
@@ -399,7 +469,7 @@ def _squeeze_ref(ins, a):
 
 register(OpDef(
     "squeeze", infer=_squeeze_infer, reference=_squeeze_ref, inputs=(1, 2), kind="movement",
-    differentiable=True,
+    differentiable=True, grad=_reshape_back_grad,
     doc="squeeze(x, axes?): drop size-1 axes (all of them when axes is absent)",
 ))
 
@@ -426,6 +496,7 @@ def _unsqueeze_infer(ctx):
 
 register(OpDef(
     "unsqueeze", infer=_unsqueeze_infer, inputs=(2, 2), kind="movement", differentiable=True,
+    grad=_reshape_back_grad,
     reference=lambda ins, a: ins[0].reshape(_unsqueeze_shape(ins[0].shape, as_ints(ins[1]))),
     doc="unsqueeze(x, axes): insert size-1 axes at the given positions of the output",
 ))
@@ -458,7 +529,7 @@ def _expand_ref(ins, a):
 
 register(OpDef(
     "expand", infer=_expand_infer, reference=_expand_ref, inputs=(2, 2), kind="movement",
-    differentiable=True,
+    differentiable=True, grad=lambda ctx: [ctx.sum_to(ctx.dy(), ctx.inputs[0])],
     doc="expand(x, shape): broadcast x against shape (either side may be 1)",
 ))
 
@@ -488,8 +559,32 @@ def _tile_ref(ins, a):
     return np.tile(x, reps) if x.ndim else x.copy()
 
 
+def _tile_grad(ctx):
+    o, x, dy = GradOps(ctx), ctx.inputs[0], ctx.dy()
+    reps = known_value(ctx.inputs[1])
+    if reps is None or x.shape is None:
+        raise ctx.fail("the gradient of tile needs repeats known at compile time")
+    reps = as_ints(reps)
+    if all(r == 1 for r in reps):
+        return [dy]
+    # view dy as (r0, d0, r1, d1, ...) -- only axes repeated more than once are split -- and
+    # sum the copies
+    spec, summed = [], []
+    for i, (d, r) in enumerate(zip(x.shape, reps)):
+        if r != 1:
+            summed.append(len(spec))
+            spec.append(ctx.i64([r]))
+        spec.append(ctx.i64([d]) if isinstance(d, int) else o.shape(x, start=i, end=i + 1))
+    if all(v.const is not None for v in spec):
+        target = ctx.i64([int(v.const[0]) for v in spec])
+    else:
+        target = o.concat(*spec, axis=0)
+    g = o.reduce_sum(o.reshape(dy, target), ctx.i64(summed), keepdims=0)
+    return [ctx.reshape_like(g, x)]
+
+
 register(OpDef(
     "tile", infer=_tile_infer, reference=_tile_ref, inputs=(2, 2), kind="movement",
-    differentiable=True,
+    differentiable=True, grad=_tile_grad,
     doc="tile(x, repeats): repeat the whole tensor repeats[i] times along axis i",
 ))

@@ -22,6 +22,7 @@ from .. import dtype as dt
 from ..dtype import DType
 from ..types import is_static_dim
 from .declare import ALL_TYPES, FLOAT_TYPES, NUMERIC_TYPES
+from .elementwise import GradOps, known_value
 from .registry import Attr, OpDef, register
 from .shapes import normalize_axis, normalize_axes, out
 
@@ -137,7 +138,89 @@ def _ref_mean(x, axes, keep):
     return s / s.dtype.type(n)  # an empty set gives 0/0 = NaN
 
 
-def _reduction(name: str, ref: Callable, combine: Callable, dtypes, doc: str) -> OpDef:
+# ---- gradients of the reductions ---------------------------------------------------------------
+def _grad_axes(ctx):
+    """The reduced axes (normalized, sorted) of a reduction node; None when it passes its input
+    through (empty axes with noop_with_empty_axes); ``...`` when only the graph run knows them."""
+    x = ctx.inputs[0]
+    rank = len(x.shape)
+    if len(ctx.inputs) < 2 or ctx.inputs[1] is None:
+        return list(range(rank))
+    axes = known_value(ctx.inputs[1])
+    if axes is None:
+        return ...
+    axes = [int(a) for a in np.asarray(axes).reshape(-1)]
+    if not axes:
+        return None if ctx.attrs["noop_with_empty_axes"] else list(range(rank))
+    return sorted(normalize_axes(axes, rank))
+
+
+def _kept(ctx, o, v, axes):
+    """``v`` (shaped like the reduction's output) with the reduced axes kept as size 1."""
+    if ctx.attrs["keepdims"]:
+        return v
+    if axes is ...:
+        raise ctx.fail("the gradient of a keepdims=0 reduction needs its axes known at compile time")
+    return o.unsqueeze(v, ctx.i64(axes)) if axes else v
+
+
+def _sum_grad(ctx):
+    o, x, dy = GradOps(ctx), ctx.inputs[0], ctx.dy()
+    axes = _grad_axes(ctx)
+    if axes is None:
+        return [dy]
+    return [o.expand(_kept(ctx, o, dy, axes), ctx.shape(x))]
+
+
+def _mean_grad(ctx):
+    o, x, y, dy = GradOps(ctx), ctx.inputs[0], ctx.outputs[0], ctx.dy()
+    axes = _grad_axes(ctx)
+    if axes is None:
+        return [dy]
+    dims = [x.shape[a] for a in axes] if axes is not ... else [None]
+    if all(isinstance(d, int) for d in dims):
+        n = o.k(int(np.prod(dims, dtype=np.int64)), dy)
+    else:  # symbolic sizes: the count is size(x) / size(y)
+        n = o.div(o.cast(o.size(x), to=dy.dtype), o.cast(o.size(y), to=dy.dtype))
+    return [o.expand(o.div(_kept(ctx, o, dy, axes), n), ctx.shape(x))]
+
+
+def _extremum_grad(ctx):
+    o, x, y, dy = GradOps(ctx), ctx.inputs[0], ctx.outputs[0], ctx.dy()
+    axes = _grad_axes(ctx)
+    if axes is None:
+        return [dy]
+    # the gradient is shared evenly by the elements equal to the extremum (PyTorch's amax rule)
+    hit = o.cast(o.equal(x, _kept(ctx, o, y, axes)), to=x.dtype)
+    count = o.reduce_sum(hit, *ctx.inputs[1:], keepdims=1,
+                         noop_with_empty_axes=ctx.attrs["noop_with_empty_axes"])
+    return [o.mul(hit, o.div(_kept(ctx, o, dy, axes), count))]
+
+
+def _prod_grad(ctx):
+    o, x, dy = GradOps(ctx), ctx.inputs[0], ctx.dy()
+    axes = _grad_axes(ctx)
+    if axes is None:
+        return [dy]
+    if axes is ...:
+        raise ctx.fail("the gradient of reduce_prod needs its axes known at compile time")
+    # d/dx_i prod(x) is the product of the other elements: an exclusive running product from
+    # each side, exact where x holds zeros (unlike prod / x_i)
+    rank = len(x.shape)
+    kept = [a for a in range(rank) if a not in axes]
+    perm = kept + axes
+    xt = x if perm == list(range(rank)) else o.transpose(x, perm=perm)
+    flat = xt if len(axes) == 1 else o.reshape(xt, ctx.i64([0] * len(kept) + [-1]))
+    last = ctx.i64(len(kept))
+    others = o.mul(o.cumprod(flat, last, exclusive=1), o.cumprod(flat, last, exclusive=1, reverse=1))
+    if flat is not xt:
+        others = o.reshape(others, ctx.shape(xt))
+    if xt is not x:
+        others = o.transpose(others, perm=[perm.index(a) for a in range(rank)])
+    return [o.mul(others, _kept(ctx, o, dy, axes))]
+
+
+def _reduction(name: str, ref: Callable, combine: Callable, dtypes, doc: str, grad) -> OpDef:
     def infer(ctx):
         x = ctx.type(0)
         if x.dtype not in dtypes:
@@ -160,20 +243,22 @@ def _reduction(name: str, ref: Callable, combine: Callable, dtypes, doc: str) ->
         name, infer=infer, reference=reference, inputs=(1, 2), kind="reduction",
         attrs={"keepdims": Attr("int", 1, "keep reduced axes as size 1"),
                "noop_with_empty_axes": Attr("int", 0, "an empty axes input returns the input unchanged")},
-        differentiable=True, scalar=combine, doc=doc,
+        differentiable=True, grad=grad, scalar=combine, doc=doc,
     ))
 
 
 _reduction("reduce_sum", _ref_sum, lambda b, acc, x: b.add(acc, x), NUMERIC_TYPES,
-           "sum over axes (input 1, int64[n]; absent = all axes)")
+           "sum over axes (input 1, int64[n]; absent = all axes)", _sum_grad)
 _reduction("reduce_mean", _ref_mean, lambda b, acc, x: b.add(acc, x), NUMERIC_TYPES,
-           "mean over axes: the sum divided by the number of elements reduced")
+           "mean over axes: the sum divided by the number of elements reduced", _mean_grad)
 _reduction("reduce_prod", _ref_prod, lambda b, acc, x: b.mul(acc, x), NUMERIC_TYPES,
-           "product over axes")
+           "product over axes", _prod_grad)
 _reduction("reduce_max", _ref_max, lambda b, acc, x: b.max(acc, x), ALL_TYPES,
-           "maximum over axes; NaN propagates; -inf (or the dtype's lowest value) for an empty set")
+           "maximum over axes; NaN propagates; -inf (or the dtype's lowest value) for an empty set",
+           _extremum_grad)
 _reduction("reduce_min", _ref_min, lambda b, acc, x: b.min(acc, x), ALL_TYPES,
-           "minimum over axes; NaN propagates; +inf (or the dtype's highest value) for an empty set")
+           "minimum over axes; NaN propagates; +inf (or the dtype's highest value) for an empty set",
+           _extremum_grad)
 
 
 # ---- argmax / argmin ---------------------------------------------------------------------------
@@ -255,14 +340,43 @@ def _cum_ref(fn, identity):
 _CUM_ATTRS = {"exclusive": Attr("int", 0, "element i excludes x[i]"),
               "reverse": Attr("int", 0, "accumulate from the end of the axis")}
 
+def _cumsum_grad(ctx):
+    a = ctx.attrs
+    # each input feeds the outputs after it in scan order: a running sum the other way round
+    return [GradOps(ctx).cumsum(ctx.dy(), ctx.inputs[1], exclusive=a["exclusive"],
+                                reverse=1 - a["reverse"]), None]
+
+
+def _cumprod_grad(ctx):
+    o, (x, axis), y, dy = GradOps(ctx), ctx.inputs, ctx.outputs[0], ctx.dy()
+    ex, rev = ctx.attrs["exclusive"], ctx.attrs["reverse"]
+    one = o.k(1, x)
+
+    def scan(v, exclusive=ex):  # running product in the op's direction
+        return o.cumprod(v, axis, exclusive=exclusive, reverse=rev)
+
+    def back(v):  # running sum the other way round
+        return o.cumsum(v, axis, exclusive=ex, reverse=1 - rev)
+    # Before the first zero (in scan order) dx_j = back(dy * y)_j / x_j. At the first zero z,
+    # dx_z = prod(x before z) * back(dy * prod(x after z up to i)) -- the products restarted
+    # after z -- and every later element gets 0: each of its terms holds x_z. No division by 0.
+    nz = o.cast(o.logical_not(o.equal(x, o.k(0, x))), to=x.dtype)
+    clean = scan(nz, exclusive=1)                 # 1 while no zero came strictly before
+    safe = o.add(x, o.sub(one, nz))               # zeros replaced by 1
+    before_zero = o.mul(o.div(back(o.mul(dy, y)), safe), o.mul(clean, nz))
+    restarted = scan(o.add(o.mul(x, o.sub(one, clean)), clean))  # x with 1 up to the first zero
+    at_zero = o.mul(o.mul(scan(x, exclusive=1), back(o.mul(dy, restarted))), o.mul(clean, o.sub(one, nz)))
+    return [o.add(before_zero, at_zero), None]
+
+
 register(OpDef(
     "cumsum", infer=_cum_infer, reference=_cum_ref(np.cumsum, 0), attrs=_CUM_ATTRS,
-    inputs=(2, 2), kind="other", differentiable=True,
+    inputs=(2, 2), kind="other", differentiable=True, grad=_cumsum_grad,
     doc="running sum along axis (input 1, an int scalar)",
 ))
 register(OpDef(
     "cumprod", infer=_cum_infer, reference=_cum_ref(np.cumprod, 1), attrs=_CUM_ATTRS,
-    inputs=(2, 2), kind="other", differentiable=True,
+    inputs=(2, 2), kind="other", differentiable=True, grad=_cumprod_grad,
     doc="running product along axis (input 1, an int scalar)",
 ))
 
@@ -329,16 +443,30 @@ def _log_softmax_decompose(g, inputs, attrs):
     return [g.op("sub", [s, lse])]
 
 
+def _softmax_grad(ctx):
+    o, y, dy = GradOps(ctx), ctx.outputs[0], ctx.dy()
+    axes = ctx.i64([ctx.attrs["axis"]])
+    # dx = y * (dy - sum(dy * y))
+    return [o.mul(y, o.sub(dy, o.reduce_sum(o.mul(dy, y), axes, keepdims=1)))]
+
+
+def _log_softmax_grad(ctx):
+    o, y, dy = GradOps(ctx), ctx.outputs[0], ctx.dy()
+    axes = ctx.i64([ctx.attrs["axis"]])
+    # dx = dy - softmax(x) * sum(dy), softmax(x) = exp(y)
+    return [o.sub(dy, o.mul(o.exp(y), o.reduce_sum(dy, axes, keepdims=1)))]
+
+
 _AXIS_ATTR = {"axis": Attr("int", -1)}
 
 register(OpDef(
     "softmax", infer=_axis_op_infer, reference=_softmax_ref, attrs=_AXIS_ATTR,
-    kind="composite", differentiable=True, decompose=_softmax_decompose,
+    kind="composite", differentiable=True, decompose=_softmax_decompose, grad=_softmax_grad,
     doc="exp(x - max) / sum(exp(x - max)) along one axis",
 ))
 register(OpDef(
     "log_softmax", infer=_axis_op_infer, reference=_log_softmax_ref, attrs=_AXIS_ATTR,
-    kind="composite", differentiable=True, decompose=_log_softmax_decompose,
+    kind="composite", differentiable=True, decompose=_log_softmax_decompose, grad=_log_softmax_grad,
     doc="x - max - log(sum(exp(x - max))) along one axis",
 ))
 register(OpDef(

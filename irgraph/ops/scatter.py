@@ -10,6 +10,7 @@ import numpy as np
 from .. import dtype as dt
 from ..errors import ExecutionError
 from ..types import is_static_dim
+from .elementwise import GradOps
 from .index import (check_known_indices, dims_equal, elements_index, elements_shapes, index_input,
                     nd_check, nd_flat_index)
 from .registry import Attr, OpDef, register
@@ -17,6 +18,69 @@ from .shapes import normalize_axis, out
 
 REDUCTIONS = ("none", "add", "mul", "max", "min")
 _REDUCE_UFUNC = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
+
+
+# ---- gradients ---------------------------------------------------------------------------------
+def _scatter_grad(gather: str, scatter: str, attr_names: tuple):
+    """The rule of scatter_elements / scatter_nd: ``gather`` reads dy back at the indices.
+
+    none: written positions pass nothing to data; every update gets dy where it landed (for
+    repeated indices, all of them, as PyTorch's scatter does). add: data gets dy. mul: y = x *
+    prod(updates at p), with zeros among the updates handled without dividing by them. max/min:
+    the gradient is shared evenly by x and the updates equal to the result (PyTorch's amax)."""
+    def rule(ctx):
+        o, (x, ind, upd), y, dy = GradOps(ctx), ctx.inputs, ctx.outputs[0], ctx.dy()
+        attrs = {k: ctx.attrs[k] for k in attr_names}
+        red = ctx.attrs["reduction"]
+
+        def gat(v):
+            return getattr(o, gather)(v, ind, **attrs)
+
+        def sca(data, u, reduction="none"):
+            return getattr(o, scatter)(data, ind, u, reduction=reduction, **attrs)
+        if red == "none":
+            return [sca(dy, ctx.zeros_like(upd)), None, gat(dy)]
+        if red == "add":
+            return [dy, None, gat(dy)]
+        zero, one = o.k(0, x), o.k(1, x)
+        if red == "mul":
+            prod = sca(ctx.ones_like(x), upd, "mul")
+            is0 = o.equal(upd, zero)
+            zeros = sca(ctx.zeros_like(x), o.cast(is0, to=x.dtype), "add")
+            prod_nz = sca(ctx.ones_like(x), o.where(is0, one, upd), "mul")
+            dyx = o.mul(dy, x)
+            g_nz = o.div(gat(o.mul(dyx, prod)), o.where(is0, one, upd))
+            # a zero update's derivative is the product of the others: 0 unless it is the only zero
+            g_z = gat(o.mul(dyx, o.where(o.equal(zeros, one), prod_nz, zero)))
+            return [o.mul(dy, prod), None, o.where(is0, g_z, g_nz)]
+        hit_x = o.cast(o.equal(x, y), to=x.dtype)
+        hit_u = o.cast(o.equal(upd, gat(y)), to=x.dtype)
+        share = o.div(dy, o.add(hit_x, sca(ctx.zeros_like(x), hit_u, "add")))
+        return [o.mul(share, hit_x), None, o.mul(gat(share), hit_u)]
+    rule.__name__ = f"{scatter}_grad"
+    return rule
+
+
+def _tensor_scatter_grad(ctx):
+    o, past, upd, dy = GradOps(ctx), ctx.inputs[0], ctx.inputs[1], ctx.dy()
+    w = ctx.inputs[2] if len(ctx.inputs) > 2 else None
+    r = len(past.shape)
+    axis = normalize_axis(ctx.attrs["axis"], r)
+    # past: the written positions are overwritten, so they pass nothing back
+    g_past = o.tensor_scatter(dy, ctx.zeros_like(upd), w, axis=axis, mode=ctx.attrs["mode"])
+    # update: read dy back at the positions it was written to, w[b] + t (mod the cache length)
+
+    def dim(v, a):
+        d = v.shape[a]
+        return ctx.i64(d) if isinstance(d, int) else o.reshape(o.shape(v, start=a, end=a + 1), ctx.i64([]))
+    t = o.range(ctx.i64(0), dim(upd, axis), ctx.i64(1))
+    pos = o.reshape(t, ctx.i64([1] * axis + [-1] + [1] * (r - axis - 1)))
+    if w is not None:
+        pos = o.add(pos, o.reshape(w, ctx.i64([-1] + [1] * (r - 1))))
+    if ctx.attrs["mode"] == "circular":
+        pos = o.mod(pos, dim(past, axis))
+    # (inference keeps the update no longer than the cache, so no write is overwritten)
+    return [g_past, o.gather_elements(dy, o.expand(pos, ctx.shape(upd)), axis=axis)]
 
 
 # ---- scatter_elements ------------------------------------------------------------------------
@@ -64,6 +128,7 @@ def _scatter_elements_ref(ins, a):
 register(OpDef(
     "scatter_elements", infer=_scatter_elements_infer, reference=_scatter_elements_ref,
     inputs=(3, 3), kind="index", differentiable=True,
+    grad=_scatter_grad("gather_elements", "scatter_elements", ("axis",)),
     attrs={"axis": Attr("int", 0), "reduction": Attr("str", "none", "none | add | mul | max | min")},
     doc="ONNX ScatterElements: a copy of data with updates written (or reduced) at indices along axis",
 ))
@@ -105,7 +170,8 @@ def _scatter_nd_ref(ins, a):
 
 register(OpDef(
     "scatter_nd", infer=_scatter_nd_infer, reference=_scatter_nd_ref, inputs=(3, 3), kind="index",
-    differentiable=True, attrs={"reduction": Attr("str", "none", "none | add | mul | max | min")},
+    differentiable=True, grad=_scatter_grad("gather_nd", "scatter_nd", ()),
+    attrs={"reduction": Attr("str", "none", "none | add | mul | max | min")},
     doc="ONNX ScatterND: a copy of data with slices addressed by index tuples replaced (or reduced)",
 ))
 
@@ -176,7 +242,7 @@ def _tensor_scatter_ref(ins, a):
 
 register(OpDef(
     "tensor_scatter", infer=_tensor_scatter_infer, reference=_tensor_scatter_ref, inputs=(2, 3),
-    kind="index", differentiable=True,
+    kind="index", differentiable=True, grad=_tensor_scatter_grad,
     attrs={"axis": Attr("int", -2, "the sequence axis"), "mode": Attr("str", "linear", "linear | circular")},
     doc="ONNX TensorScatter: write update into a KV cache at per-batch write indices",
 ))
