@@ -42,7 +42,8 @@ SUPPORTED_DTYPES = frozenset([dt.bool_, dt.int8, dt.int16, dt.int32, dt.int64, d
                               dt.float32, dt.float64,
                               # narrow storage types (one byte each, as ml_dtypes stores them)
                               dt.int4, dt.uint4, dt.int2, dt.uint2, dt.float8e4m3fn,
-                              dt.float8e4m3fnuz, dt.float8e5m2, dt.float8e5m2fnuz, dt.float4e2m1])
+                              dt.float8e4m3fnuz, dt.float8e5m2, dt.float8e5m2fnuz, dt.float4e2m1,
+                              dt.float8e8m0])
 
 _BOOL_RESULT = frozenset(["lt", "le", "gt", "ge", "eq", "ne", "and_", "or_", "xor", "not_",
                           "isnan", "isinf"])

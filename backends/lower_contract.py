@@ -124,6 +124,16 @@ def rule_conv(ctx, n, ins, int_ok: bool = False):
     plan = _window(n, x, kernel)
     if odt not in (dt.float32, dt.float64, dt.float16, dt.bfloat16) and not (int_ok and odt is dt.int32):
         raise LoweringError(f"conv of {odt.name}", op=n.op, node=n.name)
+    direct = None
+    if (ctx.templates is not None and group == 1 and odt is dt.float32 and x.dtype is dt.float32
+            and hasattr(ctx.templates, "direct_conv") and isinstance(w, View) and w.buf.data is not None
+            and (bias is None or bias.dtype is dt.float32)):
+        direct = ctx.templates.direct_conv(x.shape, w.shape, plan)
+    if direct is not None:
+        # a direct convolution kernel with the bias in its epilogue (packed weights, no im2col)
+        def emit_direct(c, dest):
+            c.templates.emit_direct_conv(c, direct, x, w, bias, dest)
+        return [Pending(shape, odt, ctx, emit_direct, "conv")]
     if ctx.templates is not None and group == 1 and odt is dt.float32 and hasattr(ctx.templates, "matmul"):
         # im2col + the backend's GEMM; the bias joins the elementwise epilogue, so conv + bias
         # + relu (+ residual) is one in-place pass over the output after the GEMM

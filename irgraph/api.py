@@ -19,8 +19,20 @@ DEFAULT_OPT_LEVEL = {"interp": 0}
 FALLBACK_OPT_LEVEL = 2
 
 
-def to_graph(model) -> Graph:
-    """A Graph from an ONNX path, bytes, ``onnx.ModelProto`` or a Graph (returned as is)."""
+def to_graph(model, input_specs=None) -> Graph:
+    """A Graph from an ONNX path, bytes, ``onnx.ModelProto`` or a Graph (returned as is), or
+    from any object with an ``__irgraph_graph__(input_specs=...)`` method (a DSL model: the
+    core finds it by duck typing, never by importing a frontend)."""
+    hook = getattr(model, "__irgraph_graph__", None)
+    if hook is not None and not isinstance(model, type):
+        graph = hook(input_specs=input_specs)
+        if not isinstance(graph, Graph):
+            raise IrgraphError(f"{type(model).__name__}.__irgraph_graph__ returned a "
+                               f"{type(graph).__name__}, not an irgraph.Graph")
+        return graph
+    if input_specs is not None:
+        raise IrgraphError("input_specs is only for models traced from Python (DSL models)",
+                           hint="ONNX models and Graphs declare their own inputs")
     if isinstance(model, Graph):
         return model
     try:
@@ -34,28 +46,45 @@ def to_graph(model) -> Graph:
                        hint="pass an ONNX file path, an onnx.ModelProto or an irgraph.Graph")
 
 
-def compile(model, target: str = "interp", opt_level: int | None = None, **options) -> CompiledModel:  # noqa: A001
+def compile(model, target: str = "interp", opt_level: int | None = None, *, input_specs=None,  # noqa: A001
+            quantize: str | None = None, calibrate=None, keep_float=None, observer: str | None = None,
+            **options) -> CompiledModel:
     """Compile ``model`` for ``target`` and return a callable ``CompiledModel``.
+
+    ``model`` is an ONNX path/bytes/ModelProto, a Graph, or a DSL model with ``input_specs``
+    (e.g. ``[(None, 4)]``; see ``irgraph.frontends.dsl.specs``).
 
     ``opt_level`` (0-3) picks the pass pipeline (see ``irgraph.passes.pipelines``); it defaults
     to 0 for ``interp`` (the reference) and to 2 elsewhere. The optimized graph is
     ``model.graph`` and what each pass did is ``model.pass_report`` (None at level 0); a Graph
     passed in is never modified.
 
+    ``quantize="int8"`` quantizes conv/matmul layers to int8 with activation ranges from
+    ``calibrate`` (an .npz path or a dict of arrays; ``observer`` minmax | percentile |
+    entropy); ``quantize="dynamic"`` quantizes matmul weights and the activations at run time.
+    ``keep_float`` ("auto" or layer names) leaves layers in float. The accuracy report is
+    ``model.quant_report`` (see ``irgraph.passes.quant_report``).
+
     >>> m = irgraph.compile("model.onnx")                 # doctest: +SKIP
     >>> y = m(x)                                          # doctest: +SKIP
     >>> m2 = irgraph.compile("model.onnx", opt_level=2)   # doctest: +SKIP
     """
-    graph = to_graph(model)
+    graph = to_graph(model, input_specs)
     factory = get_target(target)
     level = _check_level(DEFAULT_OPT_LEVEL.get(target, FALLBACK_OPT_LEVEL) if opt_level is None else opt_level)
+    from irgraph.passes.quantize_options import QuantOptions
+    quant = QuantOptions.parse(graph, quantize, calibrate, keep_float, observer)
     report = None
-    if level > 0:
-        graph, report = optimize_graph(graph, level)
+    if level > 0 or quant is not None:
+        graph, report = optimize_graph(graph, level, quant=quant)
+    if target == "cpu":
+        import irgraph.backends.lower_quant  # noqa: F401  (int8 kernels for quant_conv / quant_matmul)
     runner = factory(graph, **options)
     compiled = CompiledModel(graph, target, runner, options)
     compiled.opt_level = level
     compiled.pass_report = report
+    if quant is not None:
+        compiled.quant_report = quant.finish(compiled, graph)
     return compiled
 
 
@@ -71,29 +100,40 @@ def _check_level(level) -> int:
 
 
 def optimize_graph(model, opt_level: int = 2, *, dump_after=None, dump_dir: str = "irgraph-dump",
-                   verify: bool = False, options: dict | None = None):
+                   verify: bool = False, options: dict | None = None, quant=None):
     """Run the ``-O<opt_level>`` pipeline on a copy of ``model``'s graph.
 
     Returns ``(graph, report)`` (report: ``irgraph.passes.PassReport``). ``dump_after`` is a pass
     name, a list of names or ``"all"``: the IR after those passes is written to ``dump_dir``
     as text and ONNX; the files written are listed in ``report.dumped``. ``options`` are pass
-    knobs (``PassContext.options``), e.g. ``{"plan_memory.dims": {"N": 8}}``.
+    knobs (``PassContext.options``), e.g. ``{"plan_memory.dims": {"N": 8}}``. ``quant``: a
+    ``QuantOptions`` (passes/quantize_options.py); quantized ONNX models get ``fold_qdq`` anyway.
     """
-    from irgraph.passes import PassContext, optimize
+    from irgraph.passes import PassContext, optimize, run_passes
     from irgraph.passes.pipelines import pipeline
+    from irgraph.passes.quantize_options import plan_passes
     level = _check_level(opt_level)
     names = [getattr(p, "name", p) for p in pipeline(level)]
+    model = to_graph(model)
+    planned = plan_passes(names, model, quant)
     ctx = PassContext(opt_level=level, verify=verify, options=dict(options or {}))
+    if quant is not None:
+        ctx.options.update(quant.pass_options())
     dump = None
     if dump_after:
-        which = dump_after if dump_after == "all" else _dump_names(dump_after, names, level)
+        which = dump_after if dump_after == "all" else _dump_names(dump_after, planned, level)
         from irgraph.passes.instruments import DumpIR
         parent = os.path.dirname(os.path.abspath(dump_dir))
         if not os.path.isdir(parent):
             raise IrgraphError(f"cannot write the IR dumps to {dump_dir!r}: folder {parent!r} does not exist")
         dump = DumpIR(dump_dir, passes=which)
         ctx.instruments.append(dump)
-    graph, report = optimize(to_graph(model), level, ctx)
+    if planned != names:
+        graph, report = run_passes(model.copy(), planned, ctx)
+        from irgraph.passes.manager import restore_output_names
+        restore_output_names(graph, [v.name for v in model.outputs])
+    else:
+        graph, report = optimize(model, level, ctx)
     report.dumped = list(dump.written) if dump else []
     return graph, report
 

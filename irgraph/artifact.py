@@ -9,6 +9,9 @@ An artifact is a **directory** (conventionally ``model.irg``) of plain files, ne
     weights/NNNNNN.npy     every constant of the graph (and its fused bodies), np.load(allow_pickle=False)
     objects/<sha>.o        cpu only: native object code of each compiled program, named by the
                            sha256 of the LLVM IR it was compiled from
+    cuda/<sha>/...         cuda / cuda-emulator: the generated CUDA C, cubins per arch and PTX;
+                           the launch plan and ptxas figures are in the manifest
+                           (``cuda_programs``; see irgraph/backends/cuda/artifact.py)
 
 ``load`` checks the format version, the irgraph version (same major version; object code only
 from the exact same version), the manifest's own checksum (an edited manifest is refused) and the
@@ -171,6 +174,9 @@ def _write(model, root: Path) -> None:
     }
     if model.target == "cpu":
         manifest.update(_write_objects(model, root))
+    elif model.target in ("cuda", "cuda-emulator"):
+        from irgraph.backends.cuda import artifact as cuda_artifact
+        manifest.update(cuda_artifact.write(model, root))
     files = {}
     for p in sorted(root.rglob("*")):
         if p.is_file():
@@ -296,6 +302,8 @@ def load(path):
     info = {"path": str(path), "objects_used": 0, "objects_stored": len(m.get("programs") or [])}
     if target == "cpu":
         runner = _load_cpu(path, m, graph, factory, options, info)
+    elif target in ("cuda", "cuda-emulator"):
+        runner = _load_cuda(path, m, graph, factory, options, info)
     else:
         runner = factory(graph, **options)
     model = CompiledModel(graph, target, runner, options)
@@ -334,6 +342,22 @@ def _load_cpu(path: Path, m: dict, graph, factory, options: dict, info: dict):
     return runner
 
 
+def _load_cuda(path: Path, m: dict, graph, factory, options: dict, info: dict):
+    """Rebuild the cuda programs from the graph; their cubins come from the artifact (matched by
+    the sha256 of the regenerated source), so no nvcc is needed where the artifact is run."""
+    from irgraph.backends.cuda import artifact as cuda_artifact
+    from irgraph.backends.cuda.target import use_binaries
+    table = cuda_artifact.binaries_table(path, m)
+    info["objects_stored"] = len(table)
+    with use_binaries(table) as used:
+        runner = factory(graph, **options)
+        for p in m.get("cuda_programs") or []:
+            if p["dims"] and hasattr(runner, "_program"):
+                runner._program(dict(p["dims"]), {})
+    info["objects_used"] = len(set(used.used))
+    return runner
+
+
 def _host_key() -> str:
     from irgraph.backends.cpu import llvm_target
     return llvm_target.host_cpu().key()
@@ -360,5 +384,8 @@ def summary(path) -> str:
         for p in m.get("programs") or []:
             lines.append(f"  program dims {p['dims'] or '{}'}: {p['object']}, entries {p['entries']}, "
                          f"arena {p['arena_bytes']} bytes")
+    if m["target"] in ("cuda", "cuda-emulator"):
+        from irgraph.backends.cuda import artifact as cuda_artifact
+        lines.extend(cuda_artifact.summary_lines(m))
     lines.append(f"  files: {len(m['files'])} (all checksums ok)")
     return "\n".join(lines)

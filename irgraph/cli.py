@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="size of a symbolic dimension for the memory plan (default 1)")
     s.add_argument("-o", "--out", metavar="FILE",
                    help="write the --format output (or the text/JSON report) to FILE instead of stdout")
+    _add_quant_args(s, "print the accuracy report of quantizing the model")
 
     c = sub.add_parser("compile", help="compile a model into an artifact folder (manifest, .npy weights, "
                        "graph, object code) that 'irgraph run' and irgraph.load read")
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "artifact holds its object code (other sizes compile when first run)")
     c.add_argument("-o", "--out", required=True, metavar="PATH",
                    help="artifact folder to write, e.g. model.irg (replaced only if it is an artifact)")
+    _add_quant_args(c, "quantize conv/matmul layers")
 
     r = sub.add_parser("run", help="run a model on inputs from a .npz file (or seeded random inputs)")
     r.add_argument("model", help="ONNX model file or artifact folder (irgraph compile -o)")
@@ -104,7 +106,26 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--atol", type=float, default=1e-5, help="output check: absolute tolerance (1e-5)")
     b.add_argument("--cold", action="store_true", help="compile with an empty compile cache")
     b.add_argument("--json", action="store_true", help="print the figures as one JSON document")
+    _add_quant_args(b, "time the int8 model against irgraph's fp32 build of it, interleaved")
     return p
+
+
+def _add_quant_args(p, what: str) -> None:
+    g = p.add_argument_group("quantization", f"--quantize: {what}")
+    g.add_argument("--quantize", metavar="int8|dynamic",
+                   help="int8: static (needs --calibrate); dynamic: matmul weights, activations at run time")
+    g.add_argument("--calibrate", metavar="DATA.npz", help="calibration inputs, one array per input name")
+    g.add_argument("--observer", metavar="minmax|percentile|entropy",
+                   help="how activation ranges are chosen from the calibration data (default minmax)")
+    g.add_argument("--keep-float", metavar="auto|NAMES",
+                   help="layers left in float: 'auto' (below a sensitivity threshold) or comma-separated names")
+
+
+def _quant_kwargs(args) -> dict:
+    """The quantization options of irgraph.compile from the flags (checked there)."""
+    out = {"quantize": args.quantize, "calibrate": args.calibrate, "keep_float": args.keep_float,
+           "observer": args.observer}
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _add_opt_level(p, default_help: str = "default 0: the graph as imported") -> None:
@@ -157,7 +178,7 @@ def cmd_compile(args) -> int:
     from pathlib import Path
     _check_destination(Path(args.out))   # before the (slow) compile
     dims = _parse_dims(args.dim)
-    model = compile_model(_load(args.model), target=args.target, opt_level=args.opt_level)
+    model = compile_model(_load(args.model), target=args.target, opt_level=args.opt_level, **_quant_kwargs(args))
     if dims:
         symbols = {d for t in model.input_types for d in (t.shape or ()) if not isinstance(d, int)}
         unknown = sorted(set(dims) - symbols)
@@ -168,6 +189,8 @@ def cmd_compile(args) -> int:
         model.run(**random_inputs(dict(zip(model.input_names, model.input_types)), seed=0, dims=dims))
     save(model, args.out)
     print(f"wrote {args.out} (target {model.target}, -O{model.opt_level})")
+    if model.quant_report is not None:
+        print(model.quant_report.format())
     return 0
 
 
@@ -199,13 +222,15 @@ def cmd_show(args) -> int:
     dims = _parse_dims(args.dim)
     g = _load(args.model)
     report = None
-    if level > 0 or args.dump_after:
+    from .passes.quantize_options import QuantOptions
+    quant = QuantOptions.parse(g, **_quant_kwargs(args))
+    if level > 0 or args.dump_after or quant is not None:
         from .api import optimize_graph
         dump = args.dump_after
-        if dump and level == 0:
+        if dump and level == 0 and quant is None:
             raise InputError("--dump-after needs an optimization level: -O0 runs no passes", hint="add -O2")
         g, report = optimize_graph(g, level, dump_after=dump, dump_dir=args.dump_dir,
-                                   options={"plan_memory.dims": dims})
+                                   options={"plan_memory.dims": dims}, quant=quant)
     written = list(getattr(report, "dumped", []) or [])
 
     if args.format in ("onnx", "dot", "svg"):
@@ -236,6 +261,8 @@ def cmd_show(args) -> int:
     else:
         body = format_optimized(s, report, stats=args.stats) if "kernels" in s else format_summary(s)
         text = ("" if args.no_ir else str(g) + "\n\n") + body + "\n"
+        if quant is not None:
+            text += "\n" + _quant_text(g, quant) + "\n"
         if written:
             text += "\n" + "\n".join(f"wrote {f}" for f in written) + "\n"
     if args.out and args.format == "text":
@@ -244,6 +271,15 @@ def cmd_show(args) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _quant_text(g, quant) -> str:
+    from .passes.quant_report import QuantReport
+    data = g.meta.get("quant_report")
+    if data is None:
+        return ("dynamic int8 quantization: activations are quantized at run time; no calibration data, "
+                "no accuracy report" if quant.mode == "dynamic" else "int8 quantization: no layer to quantize")
+    return QuantReport.from_dict(data).format()
 
 
 def _json_default(o):
@@ -350,6 +386,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.quantize is not None:
+        return _bench_quantized(args)
     from .bench import bench
     result = bench(args.model, args.target, compare=args.compare, threads=args.threads,
                    opt_level=args.opt_level, dims=_parse_dims(args.dim), warmup=args.warmup,
@@ -362,6 +400,30 @@ def cmd_bench(args) -> int:
     if not result.outputs_match:   # the figures are printed, but a benchmark of wrong results fails
         print(f"irgraph: error: {result.mismatch_message()}", file=sys.stderr)
         return EXIT_ERROR
+    return 0
+
+
+def _bench_quantized(args) -> int:
+    from .passes.quantize_options import bench_quantized
+    if args.compare or args.cold:
+        raise InputError("--quantize compares the int8 model with irgraph's fp32 build; drop --compare/--cold")
+    res = bench_quantized(args.model, _quant_kwargs(args), threads=args.threads, dims=_parse_dims(args.dim),
+                          warmup=args.warmup, repeat=args.repeat, seed=args.seed)
+    if args.json:
+        res = dict(res)
+        rep = res.pop("quant_report")
+        res["quant_report"] = rep.to_dict() if rep is not None else None
+        sys.stdout.write(json.dumps(res, indent=2, default=_json_default) + "\n")
+        return 0
+    rt = res["runtimes"]
+    print(f"{args.model}: {res['threads']} thread(s), {res['repeat']} interleaved runs each")
+    for name in ("int8", "fp32"):
+        r = rt[name]
+        print(f"  irgraph {name:<5} median {r['median_ms']:.3f} ms  (p10 {r['p10_ms']:.3f}, p90 {r['p90_ms']:.3f}); "
+              f"compile {res['compile_s'][name]:.1f} s")
+    print(f"  int8 speedup over fp32: {res['speedup']:.2f}x")
+    for name, c in res["outputs"].items():
+        print(f"  {name}: int8 vs fp32 SQNR {c['sqnr_db']:.1f} dB, max abs diff {c['max_abs_err']:.4g}")
     return 0
 
 

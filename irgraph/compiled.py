@@ -40,6 +40,7 @@ class CompiledModel:
         self.output_names = list(graph.meta.get("output_names") or [v.name for v in graph.outputs])
         self.input_types: list[TensorType] = [v.type for v in graph.inputs]
         self.output_types: list[TensorType] = [v.type for v in graph.outputs]
+        self.quant_report = None   # irgraph.compile(quantize=...): the accuracy it cost (passes/quant_report.py)
 
     def __call__(self, *args, **kwargs):
         outs = self.run(*args, **kwargs)

@@ -50,3 +50,5 @@ def _interp_factory(graph: Graph, **options):
 
 register_target("interp", _interp_factory)
 register_lazy_target("cpu", "irgraph.backends.cpu.target")
+register_lazy_target("cuda", "irgraph.backends.cuda.target")
+register_lazy_target("cuda-emulator", "irgraph.backends.cuda.target")

@@ -99,24 +99,35 @@ def _backprop(graph: Graph, nodes: list[Node], seed: dict[Value, list[Value]],
               wrt: list[Value]) -> dict[Value, Value]:
     """Gradients of the seeded values with respect to ``wrt``, through ``nodes`` (in order)."""
     reach = {w for w in wrt if is_float(w)}
+    reads = {id(n): _reads(n) for n in nodes}
     for n in nodes:                            # forward: values that depend on a wrt value
-        if any(v in reach for v in n.inputs if v is not None):
+        if any(v in reach for v in reads[id(n)] if v is not None):
             reach.update(o for o in n.outputs if is_float(o))
     need = set(seed)
     active: list[Node] = []
     for n in reversed(nodes):                  # backward: nodes between wrt and the seeds
-        if any(o in need for o in n.outputs) and any(v in reach for v in n.inputs if v is not None):
+        if any(o in need for o in n.outputs) and any(v in reach for v in reads[id(n)] if v is not None):
             active.append(n)
-            need.update(v for v in n.inputs if v is not None and v in reach)
+            need.update(v for v in reads[id(n)] if v is not None and v in reach)
     acc: dict[Value, list[Value]] = {v: list(gs) for v, gs in seed.items()}
     for n in active:                           # already in reverse order
         dys = [_total(graph, acc.pop(o, None)) for o in n.outputs]
         if all(d is None for d in dys):
             continue
-        for v, gv in zip(n.inputs, _node_grads(graph, n, dys)):
+        for v, gv in zip(reads[id(n)], _node_grads(graph, n, dys)):
             if gv is not None and v is not None and v in reach:
                 acc.setdefault(v, []).append(gv)
     return {w: _total(graph, acc.get(w)) for w in wrt}
+
+
+def _reads(n: Node) -> list:
+    """A node's inputs, then the float values of enclosing graphs its subgraphs read."""
+    caps = []
+    for sg in n.subgraphs():
+        for v in sg.captured_values():
+            if is_float(v) and v not in caps and v not in n.inputs:
+                caps.append(v)
+    return list(n.inputs) + caps
 
 
 def _total(graph: Graph, gs: list[Value] | None) -> Value | None:
@@ -132,9 +143,13 @@ def _node_grads(graph: Graph, node: Node, dys: list[Value | None]) -> list[Value
     opdef = get_op(node.op)
     if not opdef.differentiable:
         return [None] * len(node.inputs)
+    reads = _reads(node)
     if opdef.grad is not None:
-        out = opdef.grad(GradCtx(graph, node, dys))
-        return _checked(node, list(out))
+        ctx = GradCtx(graph, node, dys)
+        ctx.captures = reads[len(node.inputs):]
+        ctx.gradients = gradients
+        out = list(opdef.grad(ctx))
+        return _checked(node, out[:len(node.inputs)]) + _checked_captures(node, ctx.captures, out[len(node.inputs):])
     if opdef.decompose is not None or node.op == "fused":
         return _through_expansion(graph, node, dys)
     raise IrgraphError(f"op {node.op!r} has no gradient rule and no decomposition", node=node.name,
@@ -156,6 +171,18 @@ def _through_expansion(graph: Graph, node: Node, dys: list[Value | None]) -> lis
     wrt = [v for v in inputs if v is not None]
     res = _backprop(graph, added, seed, wrt)
     return [res.get(v) if v is not None else None for v in node.inputs]
+
+
+def _checked_captures(node: Node, caps: list[Value], grads: list) -> list[Value | None]:
+    if len(grads) > len(caps):
+        raise IrgraphError("gradient rule returned more gradients than the op has inputs and captures",
+                           node=node.name, op=node.op, expected=len(caps), actual=len(grads))
+    grads = grads + [None] * (len(caps) - len(grads))
+    for v, g in zip(caps, grads):
+        if g is not None and (g.dtype != v.dtype):
+            raise IrgraphError("gradient rule returned a capture gradient of the wrong type", node=node.name,
+                               op=node.op, input=v.name, expected=str(v.type), actual=str(g.type))
+    return grads
 
 
 def _checked(node: Node, grads: list[Value | None]) -> list[Value | None]:

@@ -115,7 +115,10 @@ def optimize(graph: Graph, level: int = 2, ctx: PassContext | None = None, copy:
     ctx = ctx or PassContext(opt_level=level)
     ctx.opt_level = level
     g = graph.copy() if copy else graph
-    return run_passes(g, pipeline(level), ctx)
+    names = [v.name for v in g.outputs]
+    g, report = run_passes(g, pipeline(level), ctx)
+    restore_output_names(g, names)
+    return g, report
 
 
 def _check_contracts(plist: list[Pass], have: set) -> None:
@@ -127,3 +130,33 @@ def _check_contracts(plist: list[Pass], have: set) -> None:
                                "in the pipeline ensures")
         have -= p.invalidates
         have |= p.ensures
+
+
+def restore_output_names(graph: Graph, names: list[str]) -> None:
+    """Give the graph's outputs back the names they had before optimizing.
+
+    Rewrites may replace an output by another value (``x * 1`` by ``x``), which renames the
+    model's outputs; users address outputs by name, so the optimized graph keeps them. A value
+    that can take the name (a node output, used once among the outputs) is renamed; an input,
+    a constant or a value already naming another output gets an ``identity`` copy."""
+    if len(names) != len(graph.outputs):
+        return
+    taken = {v.name for v in graph.all_values()}
+    for i, (v, name) in enumerate(zip(list(graph.outputs), names)):
+        if v.name == name:
+            continue
+        shared = sum(o is v for o in graph.outputs) > 1
+        if v.producer is not None and not v.is_const and v not in graph.inputs and not shared \
+                and v.name not in names and name not in taken:
+            taken.discard(v.name)
+            v.name = name
+            graph.claim_name(name)
+            taken.add(name)
+            continue
+        if name in taken:
+            holder = next(x for x in graph.all_values() if x.name == name)
+            holder.name = graph.unique_name(name + "_")
+        copy = graph.op("identity", [v], name=name, output_names=[name])
+        copy.name = name
+        taken.add(name)
+        graph.outputs[i] = copy

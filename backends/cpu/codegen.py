@@ -39,6 +39,7 @@ class ModuleGen:
         self.num_threads = int(num_threads)
         self.uses_gomp = False
         self._gemms: dict = {}
+        self._convs: dict = {}
         self._names: set = set()
         self._n = itertools.count()
 
@@ -64,7 +65,8 @@ class ModuleGen:
         for a, b in zip(fn.args, bufs):
             a.name = symbol(b.name)
         gen = _FnGen(self, fn, {id(b): a for b, a in zip(bufs, fn.args)}, bufs, noalias)
-        gen.run(k.body, top=True)
+        from .conv_epilogue import fuse
+        gen.run(fuse(k.body), top=True)
         gen.b.ret_void()
         return fn
 
@@ -101,6 +103,15 @@ class ModuleGen:
             self._gemms[key] = k.emit(self.module)
             self.uses_gomp = self.uses_gomp or k.parallel
         return self._gemms[key]
+
+    def conv(self, kernel) -> ir.Function:
+        """A direct convolution kernel (backends/cpu/conv_direct.py), emitted once per variant."""
+        key = kernel.tag
+        if key not in self._convs:
+            kernel.name = self.unique("irg_conv")
+            self._convs[key] = kernel.emit(self.module)
+            self.uses_gomp = self.uses_gomp or kernel.parallel
+        return self._convs[key]
 
     def gomp(self):
         self.uses_gomp = True
@@ -235,6 +246,9 @@ class _FnGen:
         self.b.call(par, [tramp, arr, ir.Constant(I32, mg.num_threads), ir.Constant(I32, 0)])
 
     def extern(self, s: ExternCall) -> None:
+        if s.fn == "conv2d":
+            self.conv2d(s)
+            return
         if s.fn != "gemm":
             raise LoweringError(f"the CPU backend has no template {s.fn!r}")
         a = s.attrs
@@ -250,6 +264,25 @@ class _FnGen:
                 a["sc"]]
         b.call(fn, [at(A, a["a_off"]), at(B, a["b_off"]), null, null, at(C, a["c_off"])]
                + [ir.Constant(I64, int(v)) for v in ints] + [self.ptrs[id(ws)], ir.Constant(I64, self.mg.num_threads)])
+
+    def conv2d(self, s: ExternCall) -> None:
+        from .conv_template import kernel_from_attrs
+        a = s.attrs
+        ep = a.get("epilogue")
+        k = kernel_from_attrs(a, self.mg.num_threads, ep.epilogue if ep else None,
+                              residual=bool(ep and ep.residual is not None))
+        fn = self.mg.conv(k)
+        X, W, bias, out, ws = s.args
+        b = self.b
+
+        def at(buf, off):
+            if buf is None:
+                return ir.Constant(PTR, None)
+            return b.gep(self.ptrs[id(buf)], [ir.Constant(I64, int(off))], inbounds=True,
+                         source_etype=mem_type(buf.dtype))
+        res = at(ep.residual, ep.residual_off) if ep and ep.residual is not None else ir.Constant(PTR, None)
+        b.call(fn, [at(X, a["x_off"]), at(W, a["w_off"]), at(bias, a["bias_off"]), res,
+                    at(out, a["out_off"]), self.ptrs[id(ws)], ir.Constant(I64, self.mg.num_threads)])
 
     # -- expressions --
     def addr(self, buf: Buffer, idx: V):
@@ -299,6 +332,15 @@ class CpuTemplates:
 
     def __init__(self, num_threads: int = 1):
         self.num_threads = num_threads
+
+    def direct_conv(self, x_shape, w_shape, plan):
+        """The direct convolution kernel for this float32 2-D conv when it pays (else None)."""
+        from .conv_template import choose
+        return choose(x_shape, w_shape, plan, self.num_threads)
+
+    def emit_direct_conv(self, ctx, kernel, x, w, bias, dest) -> None:
+        from .conv_template import lower
+        lower(ctx, kernel, x, w, bias, dest)
 
     def matmul(self, ctx, A, B, C) -> bool:
         """``C[t] = A[t] @ B[t]`` for (batch, M, K) x (batch, K, N) -> (batch, M, N) float32 views."""

@@ -40,6 +40,8 @@ SMALL_FLOATS = {
     dt.float8e5m2: (2, 15, -14, 30, 3, "inf", 0x7E, 0x7C, True, 7),
     dt.float8e5m2fnuz: (2, 16, -15, 31, 3, "nan", 0x80, None, False, 7),
     dt.float4e2m1: (1, 1, 0, 3, 1, "sat", None, None, True, 3),
+    # scale-only: no sign, no mantissa, no zero; 2**-127 .. 2**127, NaN 0xFF (own encoder)
+    dt.float8e8m0: (0, 127, -127, 254, 0, "nan", 0xFF, None, False, None),
 }
 
 
@@ -213,6 +215,8 @@ class LLVMScalar(ScalarBuilder):
 
     def _encode(self, x, d: DType):
         """float32 -> float8/float4 code, rounding to nearest even, overflow and NaN as ml_dtypes."""
+        if d is dt.float8e8m0:
+            return self._encode_e8m0(x)
         M, bias, emin, maxe, maxm, over, nan_code, inf_code, negzero, sbit = SMALL_FLOATS[d]
         b = self.b
         c32 = lambda v: ir.Constant(I32, v)  # noqa: E731
@@ -252,6 +256,21 @@ class LLVMScalar(ScalarBuilder):
             nanc = c32(nan_code) if not negzero else b.or_(c32(nan_code), sgn)
         code = b.select(b.fcmp_unordered("uno", x, x), nanc, code)
         return b.trunc(code, I8)
+
+    def _encode_e8m0(self, x):
+        """float32 -> float8e8m0 code as ml_dtypes converts: a normal value keeps its exponent
+        field, plus one when the top mantissa bit is set (ties away, overflow to NaN 0xFF); a
+        subnormal becomes 2**-126 above 2**-127, else 2**-127; zero, negatives, inf, NaN: NaN."""
+        b = self.b
+        c32 = lambda v: ir.Constant(I32, v)  # noqa: E731
+        bits = b.bitcast(x, I32)
+        ef = b.and_(b.lshr(bits, c32(23)), c32(0xFF))
+        normal = b.add(ef, b.and_(b.lshr(bits, c32(22)), c32(1)))
+        normal = b.select(b.icmp_unsigned(">", normal, c32(0xFF)), c32(0xFF), normal)
+        sub = b.select(b.fcmp_ordered(">", x, self._fc(2.0 ** -127)), c32(1), c32(0))
+        code = b.select(b.icmp_unsigned("==", ef, c32(0)), sub, normal)
+        bad = b.or_(b.fcmp_unordered("<=", x, self._fc(0.0)), b.icmp_unsigned("==", ef, c32(0xFF)))
+        return b.trunc(b.select(bad, c32(0xFF), code), I8)
 
     # ---- bfloat16 / float16 rounding ------------------------------------------------------------
     def _round_bf16(self, f):

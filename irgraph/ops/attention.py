@@ -13,6 +13,8 @@ import numpy as np
 from .. import dtype as dt
 from ..errors import IrgraphError
 from ..types import is_static_dim
+from .attention_grad import (attention_grad, linear_attention_decompose, rotary_grad,
+                             swiglu_grad)
 from .declare import FLOAT_TYPES
 from .registry import Attr, OpDef, register
 from .shapes import broadcast_shapes, out
@@ -288,15 +290,21 @@ def _decomposed_bias(g, q, mask, nonpad, past: int, t: int, attrs):
                                           causal, left, right), "attention_bias")
     zero = g.add_const(np.zeros((), qdt), "attention_zero_bias")
     ninf = g.add_const(np.array(-np.inf, qdt), "attention_ninf")
-    # the mask part (a runtime mask must already span all keys)
+    # the mask part (a runtime mask shorter than the keys is padded with 'masked')
     if mask is None:
         parts = []
     elif mconst is not None:
         mask_bias = attention_bias(qdt, sq, t, b, mconst, None, None, False, -1, -1)
         parts = [g.add_const(mask_bias, "attention_mask")]
     else:
-        if mask.type.shape is None or mask.type.shape[-1] != t:
-            raise IrgraphError("a runtime attn_mask must span all keys to decompose", op="attention")
+        last = None if mask.type.shape is None or not mask.type.shape else mask.type.shape[-1]
+        if not is_static_dim(last) or last > t:
+            raise IrgraphError("a runtime attn_mask needs a static last dim to decompose", op="attention")
+        if last < t:
+            fill = np.array(False if mask.dtype is dt.bool_ else -np.inf, mask.dtype.np)
+            mask = g.op("pad", [mask, g.add_const(np.array([0, t - last], np.int64), "attention_mask_pads"),
+                                g.add_const(fill, "attention_mask_fill"),
+                                g.add_const(np.array([-1], np.int64), "attention_mask_axis")])
         m = g.op("where", [mask, zero, ninf]) if mask.dtype is dt.bool_ else (
             mask if mask.dtype is q.dtype else g.op("cast", [mask], {"to": q.dtype}))
         parts = [m]
@@ -344,7 +352,7 @@ register(OpDef(
         "left_window": Attr("int", -1, ">= 0: keys at most this far before the query position"),
         "right_window": Attr("int", -1, ">= 0: keys at most this far after the query position"),
     },
-    differentiable=True, decompose=_attention_decompose,
+    differentiable=True, decompose=_attention_decompose, grad=attention_grad,
     doc="attention(Q, K, V, attn_mask?, past_key?, past_value?, nonpad_kv_seqlen?) on (B, H, S, D) "
         "tensors -> (Y, present_key, present_value, qk_output); GQA when K/V have fewer heads",
 ))
@@ -425,7 +433,7 @@ register(OpDef(
     attrs={"interleaved": Attr("bool", False, "rotate pairs (0,1),(2,3)… instead of the two halves"),
            "rotary_embedding_dim": Attr("int", 0, "rotate only the first this-many features (0: all)"),
            "num_heads": Attr("int", 0, "heads packed in the last dim of a 3-D input")},
-    differentiable=True,
+    differentiable=True, grad=rotary_grad,
     doc="RoPE: rotate feature pairs of (B, H, S, D) or (B, S, H*D) by cos/sin of their position",
 ))
 
@@ -461,7 +469,7 @@ def _swiglu_ref(ins, attrs):
 register(OpDef(
     "swiglu", infer=_swiglu_infer, reference=_swiglu_ref, inputs=(2, 2), kind="elementwise",
     attrs={"alpha": Attr("float", 1.0, "Swish_alpha(a) = a * sigmoid(alpha * a)")},
-    differentiable=True, scalar=_swiglu_scalar,
+    differentiable=True, scalar=_swiglu_scalar, grad=swiglu_grad,
     doc="swiglu(A, B) = A * sigmoid(alpha * A) * B, A and B of one shape",
 ))
 
@@ -509,9 +517,14 @@ def _la_infer(ctx):
             out((b, hkv, dk, dv), sdt)]
 
 
-def _heads(x, h):
+def _compute_dtype(x) -> np.dtype:
+    """float64 inputs are computed in float64, the others in float32."""
+    return np.dtype(np.float64) if x.dtype == np.float64 else np.dtype(np.float32)
+
+
+def _heads(x, h, ct=np.float32):
     b, t, hd = x.shape
-    return x.reshape(b, t, h, hd // h).transpose(0, 2, 1, 3).astype(np.float32)
+    return x.reshape(b, t, h, hd // h).transpose(0, 2, 1, 3).astype(ct)
 
 
 def _la_ref(ins, a):
@@ -520,15 +533,16 @@ def _la_ref(ins, a):
     hq, hkv = a["q_num_heads"], a["kv_num_heads"]
     b, t, _ = q.shape
     dk, dv = q.shape[2] // hq, v.shape[2] // hkv
-    q4, k4, v4 = _heads(q, hq), _heads(k, hkv), _heads(v, hkv)
+    ct = _compute_dtype(q)
+    q4, k4, v4 = _heads(q, hq, ct), _heads(k, hkv, ct), _heads(v, hkv, ct)
     if decay is not None:   # per head (B,T,Hkv) or per key feature (B,T,Hkv*dk) -> (B,Hkv,T,1|dk)
-        g4 = _heads(decay, hkv)
+        g4 = _heads(decay, hkv, ct)
     if beta is not None:    # (B,T,Hkv|1) -> (B,Hkv|1,T,1)
-        b4 = beta.reshape(b, t, beta.shape[2], 1).transpose(0, 2, 1, 3).astype(np.float32)
-    state = np.zeros((b, hkv, dk, dv), np.float32) if past is None else past.astype(np.float32)
+        b4 = beta.reshape(b, t, beta.shape[2], 1).transpose(0, 2, 1, 3).astype(ct)
+    state = np.zeros((b, hkv, dk, dv), ct) if past is None else past.astype(ct)
     scale = a["scale"] or 1.0 / np.sqrt(dk)
     group = hq // hkv
-    outs = np.zeros((b, hq, t, dv), np.float32)
+    outs = np.zeros((b, hq, t, dv), ct)
     for i in range(t):
         kt, vt = k4[:, :, i], v4[:, :, i]
         if decay is not None:
@@ -547,7 +561,7 @@ register(OpDef(
     attrs={"update_rule": Attr("str", "gated_delta", "linear | gated | delta | gated_delta"),
            "q_num_heads": Attr("int"), "kv_num_heads": Attr("int"),
            "scale": Attr("float", 0.0, "0: 1/sqrt(dk)")},
-    differentiable=True,
+    differentiable=True, decompose=linear_attention_decompose,
     doc="recurrent linear attention over packed (B, T, H*D) inputs with a (B, Hkv, dk, dv) state; "
         "outputs (Y, present_state)",
 ))

@@ -21,6 +21,7 @@ import numpy as np
 from .. import dtype as dt
 from ..errors import ExecutionError
 from ..types import TensorType, is_static_dim
+from .control_grad import if_grad, loop_grad, scan_grad
 from .registry import Attr, OpDef, register
 from .shapes import normalize_axis, shape_numel
 
@@ -87,7 +88,7 @@ def _if_ref(inputs, attrs, run):
 register(OpDef(
     "if", infer=_if_infer, reference=_if_ref, inputs=(1, 1), kind="control",
     attrs={"then_branch": Attr("graph"), "else_branch": Attr("graph")},
-    differentiable=True, runs_subgraphs=True, variadic_outputs=True,
+    differentiable=True, runs_subgraphs=True, variadic_outputs=True, grad=if_grad,
     doc="if(cond) {then_branch, else_branch}: the outputs of the branch cond selects",
 ))
 
@@ -173,7 +174,7 @@ def _loop_ref(inputs, attrs, run):
 register(OpDef(
     "loop", infer=_loop_infer, reference=_loop_ref, inputs=(0, None), kind="control",
     attrs={"body": Attr("graph")},
-    differentiable=True, runs_subgraphs=True, variadic_outputs=True,
+    differentiable=True, runs_subgraphs=True, variadic_outputs=True, grad=loop_grad,
     doc="loop(M?, cond?, v...) {body}: for/while loop; gives final v... and stacked scan outputs",
 ))
 
@@ -315,6 +316,6 @@ register(OpDef(
            "scan_output_directions": Attr("ints", None, "1 stacks a scan output in reverse step order"),
            "scan_output_axes": Attr("ints", None, "the axis each scan output is stacked along"),
            "batched": Attr("bool", False, "opset-8 form: a leading batch axis the body does not see")},
-    differentiable=True, runs_subgraphs=True, variadic_outputs=True,
+    differentiable=True, runs_subgraphs=True, variadic_outputs=True, grad=scan_grad,
     doc="scan(states..., inputs...) {body}: a fold over slices, giving final states and stacked outputs",
 ))

@@ -49,6 +49,12 @@ class GradCtx:
         self.attrs: dict = dict(node.attrs)
         self._dys = list(out_grads)
         self._prefix = f"grad/{node.name}"
+        # values of the enclosing graph that the node's subgraphs read (if/loop/scan bodies):
+        # rules of such ops return one gradient per capture after the per-input ones
+        self.captures: list[Value] = []
+        # the reverse walk, for rules that differentiate a subgraph (set by passes/autodiff.py,
+        # which sits a layer above the registry): gradients(graph, losses, wrt, seeds)
+        self.gradients = None
 
     # ---- gradients in ----------------------------------------------------------------------
     def has_dy(self, i: int = 0) -> bool:

@@ -15,6 +15,7 @@ import numpy as np
 from .. import dtype as dt
 from ..types import is_static_dim
 from .declare import FLOAT_TYPES, INT_TYPES
+from .image_grad import affine_grid_grad, grid_sample_grad, resize_grad, roi_align_grad
 from .registry import Attr, OpDef, register
 from .shapes import check_dtype, normalize_axes, out
 
@@ -263,7 +264,7 @@ def _resize_ref(ins, a):
 
 register(OpDef(
     "resize", infer=_resize_infer, reference=_resize_ref, inputs=(1, 4), kind="other",
-    differentiable=True,
+    differentiable=True, grad=resize_grad,
     attrs={
         "mode": Attr("str", "nearest", "nearest | linear | cubic"),
         "coordinate_transformation_mode": Attr("str", "half_pixel", " | ".join(_COORD_MODES)),
@@ -385,7 +386,7 @@ def _grid_sample_ref(ins, a):
 
 register(OpDef(
     "grid_sample", infer=_grid_sample_infer, reference=_grid_sample_ref, inputs=(2, 2),
-    kind="other", differentiable=True,
+    kind="other", differentiable=True, grad=grid_sample_grad,
     attrs={
         "mode": Attr("str", "linear", "linear | nearest | cubic"),
         "padding_mode": Attr("str", "zeros", "zeros | border | reflection"),
@@ -450,7 +451,7 @@ def _affine_grid_ref(ins, a):
 
 register(OpDef(
     "affine_grid", infer=_affine_grid_infer, reference=_affine_grid_ref, inputs=(2, 2),
-    kind="other", differentiable=True,
+    kind="other", differentiable=True, grad=affine_grid_grad,
     attrs={"align_corners": Attr("bool", False)},
     doc="affine_grid(theta[N,r,r+1], size[r+2]) -> sampling grid [N, D.., H, W, r] for grid_sample",
 ))
@@ -536,7 +537,7 @@ def _roi_align_ref(ins, a):
 
 register(OpDef(
     "roi_align", infer=_roi_align_infer, reference=_roi_align_ref, inputs=(3, 3), kind="other",
-    differentiable=True,
+    differentiable=True, grad=roi_align_grad,
     attrs={
         "mode": Attr("str", "avg", "avg | max"),
         "output_height": Attr("int", 1),

@@ -11,6 +11,7 @@ import numpy as np
 from .. import dtype as dt
 from ..errors import ShapeError
 from ..types import is_static_dim
+from .conv import conv_input_grad, grad_raiser, spatial_sizes
 from .declare import FLOAT_TYPES, INT_TYPES
 from .registry import Attr, OpDef, register
 from .shapes import out
@@ -18,6 +19,97 @@ from .windows import (WindowPlan, acc_dtype, check_input, check_rank, padded, pe
                       split_pads, static_eq, window_plan, window_taps)
 
 MAX_POOL_TYPES = FLOAT_TYPES + INT_TYPES
+
+
+# ---- gradient helpers ----------------------------------------------------------------------------
+def _grad_plan(ctx, x, kernel, ceil_mode: bool):
+    """The forward's resolved window geometry (static spatial dims needed)."""
+    sizes = spatial_sizes(ctx, x)
+    return sizes, window_plan(sizes, kernel, ctx.attrs, grad_raiser(ctx), ceil_mode=ceil_mode)
+
+
+def _window_spread(ctx, g, x, sizes, kernel, plan: WindowPlan):
+    """The transpose of a (zero-padded) window sum: each input element gets the sum of ``g`` over
+    the windows that hold it, as an array of ``x``'s shape."""
+    nsp = len(kernel)
+    if (tuple(plan.strides) == tuple(kernel) and all(d == 1 for d in plan.dilations)
+            and not any(plan.pads_begin)):
+        # non-overlapping windows from the origin (the usual 2x2/2 pool): each element's one
+        # window value, broadcast over its block -- views and one copy, no window loop
+        lead = ctx.op("unsqueeze", [g, ctx.i64([3 + 2 * j for j in range(nsp)])])
+        shape = [1, 1]   # expand broadcasts: batch and channels stay as they are
+        for o, k in zip(plan.out, kernel):
+            shape += [o, k]
+        big = ctx.op("expand", [lead, ctx.i64(shape)])
+        flat = ctx.op("reshape", [big, ctx.i64([0, 0] + [o * k for o, k in zip(plan.out, kernel)])])
+        rest = [sz - o * k for sz, o, k in zip(sizes, plan.out, kernel)]
+        if any(rest):  # a tail no window reached (zeros), or ceil_mode's window past the end (cut)
+            flat = ctx.op("pad", [flat, ctx.i64([0] * (nsp + 2) + [0, 0] + rest)])
+        return flat
+    # general windows: a transposed depthwise conv of g with a ones kernel (one channel: the
+    # batch and channel axes are folded together)
+    g1 = ctx.op("reshape", [g, ctx.i64([-1, 1] + list(plan.out))])
+    ones = ctx.const(np.ones((1, 1) + tuple(kernel)), like=g)
+    dx = conv_input_grad(ctx, g1, ones, sizes, kernel, plan.strides, plan.dilations, plan.pads_begin, 1)
+    return ctx.reshape_like(dx, x)
+
+
+def _scatter_to_argmax(ctx, x, dy, idx):
+    """dy added at the flat positions ``idx`` (max_pool's row-major indices) of a zero tensor
+    shaped like x: each window's gradient goes to its first maximum, as in PyTorch."""
+    flat = ctx.op("reshape", [ctx.zeros_like(x), ctx.i64([-1])])
+    dx = ctx.op("scatter_elements", [flat, ctx.op("reshape", [idx, ctx.i64([-1])]),
+                                     ctx.op("reshape", [dy, ctx.i64([-1])])], {"reduction": "add"})
+    return ctx.reshape_like(dx, x)
+
+
+def _check_windows_see_input(ctx, sizes, kernel, plan: WindowPlan):
+    """A window holding only padding has max -inf and no element to pass its gradient to."""
+    for j, (sz, k) in enumerate(zip(sizes, kernel)):
+        for o in range(plan.out[j]):
+            start = o * plan.strides[j] - plan.pads_begin[j]
+            if not any(0 <= start + t * plan.dilations[j] < sz for t in range(k)):
+                raise ctx.fail(f"window {o} of spatial axis {j} lies entirely in the padding: its "
+                               "maximum has no input element to take the gradient",
+                               hint="use pads smaller than the (dilated) kernel")
+
+
+def _max_pool_grad(ctx):
+    x = ctx.inputs[0]
+    kernel = tuple(ctx.attrs["kernel_shape"])
+    sizes, plan = _grad_plan(ctx, x, kernel, ctx.attrs["ceil_mode"])
+    _check_windows_see_input(ctx, sizes, kernel, plan)
+    if len(ctx.outputs) > 1 and ctx.attrs["storage_order"] == 0:
+        idx = ctx.outputs[1]
+    else:
+        # the forward's argmax, row major; max_pool's ties keep the first tap like PyTorch's
+        attrs = dict(ctx.attrs, indices=True, storage_order=0)
+        idx = ctx.op("max_pool", [x], attrs, num_outputs=2)[1]
+    return [_scatter_to_argmax(ctx, x, ctx.dy(0), idx)]
+
+
+def _lp_scale(ctx, dy, y, p: float):
+    """dy * y^(1 - p), the outer factor of d||v||_p/dv; 0 where the norm is 0 (every element of
+    the window is 0: the subgradient PyTorch's torch.norm also picks there)."""
+    zero = ctx.const(0, like=y)
+    pos = ctx.op("greater", [y, zero])
+    safe = ctx.op("where", [pos, y, ctx.const(1, like=y)])
+    if p == 2:
+        g = ctx.op("div", [dy, safe])
+    elif p == 1:
+        g = dy
+    else:
+        g = ctx.op("mul", [dy, ctx.op("pow", [safe, ctx.const(1 - p, like=y)])])
+    return ctx.op("where", [pos, g, zero])
+
+
+def _lp_inner(ctx, x, p: float):
+    """d|x|^p/dx / p = sign(x) |x|^(p-1)."""
+    if p == 2:
+        return x
+    if p == 1:
+        return ctx.op("sign", [x])
+    return ctx.op("mul", [ctx.op("sign", [x]), ctx.op("pow", [ctx.op("abs", [x]), ctx.const(p - 1, like=x)])])
 
 
 # ---- pools -----------------------------------------------------------------------------------
@@ -101,6 +193,7 @@ def _max_pool_ref(ins, a):
 
 register(OpDef(
     "max_pool", infer=_max_pool_infer, reference=_max_pool_ref, kind="reduction", differentiable=True,
+    grad=_max_pool_grad,
     attrs={**_POOL_ATTRS,
            "indices": Attr("bool", False, "also return the flat index of each maximum (int64)"),
            "storage_order": Attr("int", 0, "indices count spatial axes row (0) or column (1) major")},
@@ -143,8 +236,18 @@ def _avg_pool_ref(ins, a):
     return (total / cnt).astype(x.dtype, copy=False)
 
 
+def _avg_pool_grad(ctx):
+    x = ctx.inputs[0]
+    kernel = tuple(ctx.attrs["kernel_shape"])
+    sizes, plan = _grad_plan(ctx, x, kernel, ctx.attrs["ceil_mode"])
+    cnt = _window_counts(sizes, kernel, plan, ctx.attrs["count_include_pad"], np.float64)
+    g = ctx.op("mul", [ctx.dy(0), ctx.const(1.0 / cnt, like=x)])
+    return [_window_spread(ctx, g, x, sizes, kernel, plan)]
+
+
 register(OpDef(
     "avg_pool", infer=_avg_pool_infer, reference=_avg_pool_ref, kind="reduction", differentiable=True,
+    grad=_avg_pool_grad,
     attrs={**_POOL_ATTRS,
            "count_include_pad": Attr("bool", False, "divide by the window size including pads")},
     doc="mean over windows (pads excluded from the divisor unless count_include_pad)",
@@ -177,8 +280,18 @@ def _lp_pool_ref(ins, a):
     return _root(total, p).astype(x.dtype, copy=False)
 
 
+def _lp_pool_grad(ctx):
+    x = ctx.inputs[0]
+    kernel = tuple(ctx.attrs["kernel_shape"])
+    sizes, plan = _grad_plan(ctx, x, kernel, ctx.attrs["ceil_mode"])
+    p = ctx.attrs["p"]
+    g = _lp_scale(ctx, ctx.dy(0), ctx.outputs[0], p)
+    return [ctx.op("mul", [_window_spread(ctx, g, x, sizes, kernel, plan), _lp_inner(ctx, x, p)])]
+
+
 register(OpDef(
     "lp_pool", infer=_lp_pool_infer, reference=_lp_pool_ref, kind="reduction", differentiable=True,
+    grad=_lp_pool_grad,
     attrs={**_POOL_ATTRS, "p": Attr("float", 2.0, "the norm's order")},
     doc="p-norm over windows: (sum |x|^p)^(1/p)",
 ))
@@ -214,8 +327,26 @@ def _global_ref(ins, a):
     return y.astype(x.dtype, copy=False)
 
 
+def _global_grad(ctx):
+    x, y = ctx.inputs[0], ctx.outputs[0]
+    dy = ctx.dy(0)
+    mode = ctx.attrs["mode"]
+    if mode == "max":
+        # the first maximum of each (n, c) plane, as max_pool over the whole plane picks it
+        sizes = spatial_sizes(ctx, x)
+        idx = ctx.op("max_pool", [x], {"kernel_shape": list(sizes), "indices": True}, num_outputs=2)[1]
+        return [_scatter_to_argmax(ctx, x, dy, idx)]
+    if mode == "avg":
+        sizes = spatial_sizes(ctx, x)
+        g = ctx.op("mul", [dy, ctx.const(1.0 / int(np.prod(sizes)), like=x)])
+        return [ctx.op("expand", [g, ctx.shape(x)])]
+    p = ctx.attrs["p"]
+    return [ctx.op("mul", [_lp_scale(ctx, dy, y, p), _lp_inner(ctx, x, p)])]
+
+
 register(OpDef(
     "global_pool", infer=_global_infer, reference=_global_ref, kind="reduction", differentiable=True,
+    grad=_global_grad,
     attrs={"mode": Attr("str", doc="avg | max | lp"), "p": Attr("float", 2.0, "order of lp")},
     doc="reduce all spatial axes of x[N,C,*s] to size 1 (avg, max or p-norm)",
 ))
@@ -293,9 +424,47 @@ def _max_unpool_ref(ins, a):
     return y.reshape(shape)
 
 
+def _known(v):
+    """A Value's compile-time value (a constant or one inference worked out), else None."""
+    if v is None:
+        return None
+    return v.const if v.const is not None else v.meta.get("value")
+
+
+def _max_unpool_grad(ctx):
+    """Each x element went to one flat position of the default canvas: its gradient is dy read
+    back there. Repeated indices (overlapping pools can share a maximum) kept the last write, as
+    the reference's assignment does, so only that element gets the gradient."""
+    x, ix = ctx.inputs[0], ctx.inputs[1]
+    sizes = spatial_sizes(ctx, x)
+    default = [x.shape[0], x.shape[1]] + list(_unpool_default(sizes, ctx.attrs, grad_raiser(ctx)))
+    dy = ctx.dy(0)
+    if len(ctx.inputs) > 2 and ctx.inputs[2] is not None:
+        shape = _known(ctx.inputs[2])
+        if shape is None:
+            raise ctx.fail("the gradient of max_unpool needs output_shape known at compile time",
+                           input=ctx.inputs[2].name)
+        grow = [0 if j < 2 else d - int(s) for j, (d, s) in enumerate(zip(default, shape))]
+        if any(grow):  # back onto the default canvas: cut the added tail, zeros where it shrank
+            dy = ctx.op("pad", [dy, ctx.i64([0] * len(grow) + grow)])
+    flat_ix = ctx.op("reshape", [ix, ctx.i64([-1])])
+    flat_dy = ctx.op("reshape", [dy, ctx.i64([-1])])
+    got = ctx.op("gather", [flat_dy, flat_ix])
+    # the position in x of the last write to each canvas element
+    if x.type.is_static:
+        order = ctx.i64(np.arange(int(np.prod(x.shape))))
+    else:
+        order = ctx.op("range", [ctx.i64(0), ctx.op("size", [x]), ctx.i64(1)])
+    canvas = ctx.op("constant_of_shape", [ctx.shape(flat_dy)], {"value": np.array([-1], np.int64)})
+    last = ctx.op("scatter_elements", [canvas, flat_ix, order], {"reduction": "max"})
+    won = ctx.op("equal", [ctx.op("gather", [last, flat_ix]), order])
+    g = ctx.op("where", [won, got, ctx.const(0, like=x)])
+    return [ctx.reshape_like(g, x), None, None][:len(ctx.inputs)]
+
+
 register(OpDef(
     "max_unpool", infer=_max_unpool_infer, reference=_max_unpool_ref, inputs=(2, 3), kind="index",
-    differentiable=True,
+    differentiable=True, grad=_max_unpool_grad,
     attrs={"kernel_shape": Attr("ints", doc="the max_pool's window size"),
            "strides": Attr("ints", None, "the max_pool's strides"),
            "pads": Attr("ints", None, "the max_pool's pads")},
@@ -348,9 +517,76 @@ def _roi_ref(ins, a):
     return y
 
 
+# max_roi_pool's gradient compares every bin with the whole feature map: beyond this many
+# elements (rois * channels * bins * H * W) it refuses rather than allocate without bound
+ROI_GRAD_MAX_ELEMENTS = 1 << 27
+
+
+def _roi_grad(ctx):
+    """Each bin's gradient goes to its first maximum in row-major order (PyTorch's roi_pool
+    convention); empty bins pass none. Bins are found with the reference's arithmetic in
+    float64, as masks over the feature map, so the argmax is one reduction. The rois get no
+    gradient: the bins move in integer steps (rounding), piecewise constant."""
+    x, rois = ctx.inputs
+    dy = ctx.dy(0)
+    ph, pw = ctx.attrs["pooled_shape"]
+    scale = ctx.attrs["spatial_scale"]
+    if x.shape is None or not all(is_static_dim(d) for d in x.shape[1:]):
+        raise ctx.fail("the gradient of max_roi_pool needs static channels, height and width",
+                       actual=str(x.type))
+    _, c, h, w = x.shape
+    nr = rois.shape[0] if rois.shape is not None else None
+    if is_static_dim(nr) and nr * c * ph * pw * h * w > ROI_GRAD_MAX_ELEMENTS:
+        raise ctx.fail(f"the gradient of max_roi_pool would compare {nr * c * ph * pw * h * w} "
+                       f"elements (more than {ROI_GRAD_MAX_ELEMENTS})",
+                       hint="use fewer rois or a smaller map")
+    f64 = dt.float64
+    r = ctx.op("cast", [rois], {"to": f64})
+
+    def col(j):
+        return ctx.op("gather", [r, ctx.i64([j])], {"axis": 1})           # (R, 1)
+
+    def k(v):
+        return ctx.const(v, dtype=f64)
+    bi = ctx.op("cast", [ctx.op("reshape", [col(0), ctx.i64([-1])])], {"to": dt.int64})
+    x1, y1, x2, y2 = (ctx.op("round", [ctx.op("mul", [col(j), k(scale)])]) for j in (1, 2, 3, 4))
+
+    def bins(lo, hi, n, size):
+        """(start, end) of each of the n bins along one axis, clipped to [0, size]: (R, n)."""
+        span = ctx.op("maximum", [ctx.op("add", [ctx.op("sub", [hi, lo]), k(1)]), k(1)])
+        step = ctx.op("div", [span, k(n)])
+        i = ctx.const(np.arange(n).reshape(1, n), dtype=f64)
+        start = ctx.op("add", [ctx.op("floor", [ctx.op("mul", [i, step])]), lo])
+        end = ctx.op("add", [ctx.op("ceil", [ctx.op("mul", [ctx.op("add", [i, k(1)]), step])]), lo])
+        return (ctx.op("clip", [start, k(0), k(size)]), ctx.op("clip", [end, k(0), k(size)]))
+
+    def inside(start, end, size):
+        """(R, n, size): whether each position lies in each bin."""
+        pos = ctx.const(np.arange(size).reshape(1, 1, size), dtype=f64)
+        s3, e3 = (ctx.op("unsqueeze", [v, ctx.i64([2])]) for v in (start, end))
+        return ctx.op("logical_and", [ctx.op("greater_equal", [pos, s3]), ctx.op("less", [pos, e3])])
+    hs, he = bins(y1, y2, ph, h)
+    ws, we = bins(x1, x2, pw, w)
+    in_h = ctx.op("reshape", [inside(hs, he, h), ctx.i64([-1, 1, ph, 1, h, 1])])
+    in_w = ctx.op("reshape", [inside(ws, we, w), ctx.i64([-1, 1, 1, pw, 1, w])])
+    in_bin = ctx.op("logical_and", [in_h, in_w])                               # (R, 1, ph, pw, h, w)
+    xb = ctx.op("unsqueeze", [ctx.op("gather", [x, bi]), ctx.i64([2, 3])])     # (R, C, 1, 1, h, w)
+    vals = ctx.op("where", [in_bin, xb, ctx.const(-np.inf, like=x)])
+    arg = ctx.op("argmax", [ctx.op("reshape", [vals, ctx.i64([0, 0, ph, pw, h * w])])],
+                 {"axis": 4, "keepdims": 0})                                   # (R, C, ph, pw)
+    nonempty = ctx.op("logical_and", [
+        ctx.op("reshape", [ctx.op("greater", [he, hs]), ctx.i64([-1, 1, ph, 1])]),
+        ctx.op("reshape", [ctx.op("greater", [we, ws]), ctx.i64([-1, 1, 1, pw])])])
+    g = ctx.op("where", [nonempty, dy, ctx.const(0, like=x)])
+    plane = ctx.op("add", [ctx.op("mul", [ctx.op("reshape", [bi, ctx.i64([-1, 1, 1, 1])]), ctx.i64(c)]),
+                           ctx.i64(np.arange(c).reshape(1, c, 1, 1))])
+    flat = ctx.op("add", [ctx.op("mul", [plane, ctx.i64(h * w)]), arg])
+    return [_scatter_to_argmax(ctx, x, g, flat), None]
+
+
 register(OpDef(
     "max_roi_pool", infer=_roi_infer, reference=_roi_ref, inputs=(2, 2), kind="reduction",
-    differentiable=True,
+    differentiable=True, grad=_roi_grad,
     attrs={"pooled_shape": Attr("ints", doc="(height, width) of each pooled region"),
            "spatial_scale": Attr("float", 1.0, "scales roi coordinates into the input")},
     doc="max pool of each region of interest into pooled_shape bins (ONNX MaxRoiPool)",

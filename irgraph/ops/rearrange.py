@@ -96,9 +96,72 @@ def _pad_ref(ins, a):
     return np.pad(x, widths, mode=mode)
 
 
+def _known(v):
+    """A Value's compile-time value (a constant or one inference worked out), else None."""
+    if v is None:
+        return None
+    return v.const if v.const is not None else v.meta.get("value")
+
+
+def _with_dim(ctx, v, axis: int, size: int):
+    """``v``'s shape with dim ``axis`` replaced by ``size``, as an int64 vector."""
+    if v.type.is_static:
+        return ctx.i64([size if i == axis else d for i, d in enumerate(v.shape)])
+    sh = ctx.op("shape", [v])
+    parts = [ctx.op("slice", [sh, ctx.i64([0]), ctx.i64([axis])]), ctx.i64([size]),
+             ctx.op("slice", [sh, ctx.i64([axis + 1]), ctx.i64([len(v.shape)])])]
+    return ctx.op("concat", parts, {"axis": 0})
+
+
+def _pad_grad(ctx):
+    """constant: dy cut back (a pad by the negated pads, which also restores cropped parts as
+    zeros); the fill value gets what fell on the padding. edge/reflect/wrap: per padded axis,
+    each padded position's gradient is added (scatter-add) to the element it copied."""
+    x, pads_v = ctx.inputs[0], ctx.inputs[1]
+    value = ctx.inputs[2] if len(ctx.inputs) > 2 else None
+    axes_v = ctx.inputs[3] if len(ctx.inputs) > 3 else None
+    pads, axes = _known(pads_v), _known(axes_v)
+    if pads is None or (axes_v is not None and axes is None) or x.shape is None:
+        raise ctx.fail("the gradient of pad needs pads (and axes) known at compile time and a known rank")
+    rank = len(x.shape)
+    spec = _pad_spec(rank, pads, axes)
+    dy = ctx.dy()
+    mode = ctx.attrs["mode"]
+    if mode != "constant":
+        if not all(is_static_dim(x.shape[a]) for a, (b, e) in enumerate(spec) if b > 0 or e > 0):
+            raise ctx.fail(f"the gradient of {mode} padding needs static sizes on the padded axes",
+                           actual=str(x.type))
+        # undo the positive pads axis by axis (np.pad applies them so), then the crops
+        for a, (b, e) in enumerate(spec):
+            if b <= 0 and e <= 0:
+                continue
+            d = x.shape[a] - max(-b, 0) - max(-e, 0)      # the size after the crops
+            pb, pe = max(b, 0), max(e, 0)
+            src = np.pad(np.arange(d), (pb, pe), mode=mode)   # which element each position copies
+            ind = ctx.i64(src.reshape([-1 if i == a else 1 for i in range(rank)]))
+            ind = ctx.op("expand", [ind, ctx.shape(dy)])
+            shape = _with_dim(ctx, dy, a, d)
+            zeros = ctx.op("constant_of_shape", [shape], {"value": np.zeros(1, x.dtype.np)})
+            dy = ctx.op("scatter_elements", [zeros, ind, dy], {"axis": a, "reduction": "add"})
+        crops = [(min(b, 0), min(e, 0)) for b, e in spec]
+        if any(b or e for b, e in crops):
+            dy = ctx.op("pad", [dy, ctx.i64([-b for b, _ in crops] + [-e for _, e in crops])])
+        return [dy, None, None, None][:len(ctx.inputs)]
+    dx = ctx.op("pad", [dy, ctx.i64([-b for b, _ in spec] + [-e for _, e in spec])])
+    dv = None
+    if value is not None:
+        # the fill's gradient: everything dy holds minus what flowed back to x
+        total = ctx.op("reduce_sum", [dy], {"keepdims": 0})
+        kept = ctx.op("reduce_sum", [ctx.op("pad", [dy, ctx.i64([min(-b, 0) for b, _ in spec] +
+                                                                 [min(-e, 0) for _, e in spec])])],
+                      {"keepdims": 0})
+        dv = ctx.reshape_like(ctx.op("sub", [total, kept]), value)
+    return [dx, None, dv, None][:len(ctx.inputs)]
+
+
 register(OpDef(
     "pad", infer=_pad_infer, reference=_pad_ref, inputs=(2, 4), kind="movement",
-    differentiable=True,
+    differentiable=True, grad=_pad_grad,
     attrs={"mode": Attr("str", "constant", "constant | reflect | edge | wrap")},
     doc="pad(x, pads, constant_value?, axes?): ONNX Pad; pads are [begins..., ends...], negative crops",
 ))
@@ -162,14 +225,25 @@ def _s2d_ref(ins, a):
     return t.reshape(n, c * bs * bs, h // bs, w // bs)
 
 
+def _d2s_grad(ctx):
+    # space_to_depth with the same blocksize and mode is depth_to_space's inverse permutation
+    return [ctx.op("space_to_depth", [ctx.dy()], dict(ctx.attrs))]
+
+
+def _s2d_grad(ctx):
+    return [ctx.op("depth_to_space", [ctx.dy()], dict(ctx.attrs))]
+
+
 _BLOCK_ATTRS = {"blocksize": Attr("int"),
                 "mode": Attr("str", "DCR", "DCR: depth-column-row order of the channel; CRD: column-row-depth")}
 register(OpDef(
     "depth_to_space", infer=_d2s_infer, reference=_d2s_ref, kind="movement", differentiable=True,
+    grad=_d2s_grad,
     attrs=_BLOCK_ATTRS, doc="move channel blocks into spatial blocks (N, C, H, W) -> (N, C/b², Hb, Wb)",
 ))
 register(OpDef(
     "space_to_depth", infer=_s2d_infer, reference=_s2d_ref, kind="movement", differentiable=True,
+    grad=_s2d_grad,
     attrs=dict(_BLOCK_ATTRS), doc="move spatial blocks into channels (N, C, H, W) -> (N, Cb², H/b, W/b)",
 ))
 
@@ -212,9 +286,14 @@ def _reverse_sequence_ref(ins, a):
     return np.ascontiguousarray(np.moveaxis(res, (0, 1), (b, t)))
 
 
+def _reverse_sequence_grad(ctx):
+    # reversing the first lens[b] steps is its own inverse (and a symmetric permutation)
+    return [ctx.op("reverse_sequence", [ctx.dy(), ctx.inputs[1]], dict(ctx.attrs)), None]
+
+
 register(OpDef(
     "reverse_sequence", infer=_reverse_sequence_infer, reference=_reverse_sequence_ref,
-    inputs=(2, 2), kind="movement", differentiable=True,
+    inputs=(2, 2), kind="movement", differentiable=True, grad=_reverse_sequence_grad,
     attrs={"batch_axis": Attr("int", 1), "time_axis": Attr("int", 0)},
     doc="reverse_sequence(x, lens): reverse the first lens[b] steps of each batch entry b",
 ))
@@ -241,9 +320,15 @@ def _trilu_ref(ins, a):
     return np.where(keep, x, np.zeros((), x.dtype) if x.dtype != object else "").astype(x.dtype, copy=False)
 
 
+def _trilu_grad(ctx):
+    # the same mask applied to dy
+    return [ctx.op("trilu", [ctx.dy()] + list(ctx.inputs[1:]), dict(ctx.attrs)), None][:len(ctx.inputs)]
+
+
 register(OpDef(
     "trilu", infer=_trilu_infer, reference=_trilu_ref, inputs=(1, 2), kind="other",
-    differentiable=True, attrs={"upper": Attr("int", 1, "1 keeps the upper triangle, 0 the lower")},
+    differentiable=True, grad=_trilu_grad,
+    attrs={"upper": Attr("int", 1, "1 keeps the upper triangle, 0 the lower")},
     doc="trilu(x, k?): keep the upper (or lower) triangle of the last two axes from diagonal k",
 ))
 
@@ -329,9 +414,28 @@ def _col2im_ref(ins, a):
     return np.ascontiguousarray(padded[(slice(None), slice(None)) + crop])
 
 
+def _col2im_grad(ctx):
+    """col2im sums blocks into the image, so its gradient reads the blocks back out (im2col):
+    one conv of dy, batch and channels folded together, with a one-hot kernel per block
+    position (dy (N*C, 1, *image) -> (N*C, prod(block), *counts))."""
+    x = ctx.inputs[0]
+    image, block = _known(ctx.inputs[1]), _known(ctx.inputs[2])
+    if image is None or block is None:
+        raise ctx.fail("the gradient of col2im needs image_shape and block_shape known at compile time")
+    image, block = as_ints(image), as_ints(block)
+    n = len(image)
+    dil, strides, pads = _col2im_params(n, ctx.attrs)
+    kprod = int(np.prod(block))
+    onehot = np.eye(kprod).reshape((kprod, 1) + tuple(block))
+    dy = ctx.op("reshape", [ctx.dy(), ctx.i64([-1, 1] + image)])
+    cols = ctx.op("conv", [dy, ctx.const(onehot, like=x)], {"strides": list(strides), "dilations": list(dil),
+                                                            "pads": list(pads)})
+    return [ctx.reshape_like(cols, x), None, None]
+
+
 register(OpDef(
     "col2im", infer=_col2im_infer, reference=_col2im_ref, inputs=(3, 3), kind="other",
-    differentiable=True,
+    differentiable=True, grad=_col2im_grad,
     attrs={"dilations": Attr("ints", None), "pads": Attr("ints", None), "strides": Attr("ints", None)},
     doc="col2im(cols, image_shape, block_shape): sum column blocks back into an image (torch fold)",
 ))

@@ -24,6 +24,7 @@ from ..errors import InputError
 from ..types import is_static_dim
 from .declare import FLOAT_TYPES
 from .registry import Attr, OpDef, register
+from .rnn_grad import recurrent_grad
 from .shapes import out
 
 
@@ -88,6 +89,12 @@ def _check_shape(ctx, i: int, want: tuple, what: str) -> None:
 
 def _resolved_activations(kind: str, attrs: dict, num_dirs: int, ctx=None) -> list:
     """Per direction, a list of (function, alpha, beta); validates names and counts."""
+    return [[(ACTIVATIONS[n][0], a, b) for n, a, b in d]
+            for d in activation_specs(kind, attrs, num_dirs, ctx)]
+
+
+def activation_specs(kind: str, attrs: dict, num_dirs: int, ctx=None) -> list:
+    """Per direction, a list of (lower-case name, alpha, beta); validates names and counts."""
     per_dir = len(_DEFAULT_ACTIVATIONS[kind])
     names = attrs["activations"]
     if names is None or len(names) == 0:
@@ -110,10 +117,10 @@ def _resolved_activations(kind: str, attrs: dict, num_dirs: int, ctx=None) -> li
               expected=per_dir * num_dirs, actual=len(names))
     res = []
     for k, n in enumerate(names):
-        fn, da, db = ACTIVATIONS[n]
+        _, da, db = ACTIVATIONS[n]
         a = alphas[k] if alphas else (0.0 if da is None else da)
         b = betas[k] if betas else (0.0 if db is None else db)
-        res.append((fn, a, b))
+        res.append((n, a, b))
     return [res[d * per_dir:(d + 1) * per_dir] for d in range(num_dirs)]
 
 
@@ -342,5 +349,6 @@ for _kind in ("rnn", "gru", "lstm"):
         _attrs["input_forget"] = Attr("int", 0, "couple the input and forget gates (f = 1 - i)")
     register(OpDef(
         _kind, infer=_make_infer(_kind), reference=_make_reference(_kind), attrs=_attrs,
-        inputs=(3, _MAX_INPUTS[_kind]), kind="other", differentiable=True, doc=_DOCS[_kind],
+        inputs=(3, _MAX_INPUTS[_kind]), kind="other", differentiable=True, grad=recurrent_grad,
+        doc=_DOCS[_kind],
     ))

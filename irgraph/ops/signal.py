@@ -104,8 +104,74 @@ def _dft_ref(ins, a):
     return _from_complex(y, x.dtype)
 
 
+# ---- gradients -------------------------------------------------------------------------------
+# The DFT is linear: the gradient of a real loss through y = A z (complex A, values as
+# (real, imag) pairs) is A^H applied to dy. For the forward transform A^H is L times the inverse
+# DFT, for the inverse one 1/L times the forward DFT; zero-padding and cropping of the input to
+# dft_length transpose into cropping and zero-padding, and a real input keeps the real part.
+def _known(v):
+    if v is None:
+        return None
+    k = v.const if v.const is not None else v.meta.get("value")
+    return None if k is None else np.asarray(k).ravel()[0]
+
+
+def _fit(ctx, v, axis: int, cur: int, n: int):
+    """``v`` (length ``cur`` along ``axis``) cropped or zero-padded at the end to length ``n``.
+    (Lengths are passed in: gradients may carry fresh symbolic dims.)"""
+    if cur == n:
+        return v
+    return ctx.op("pad", [v, ctx.i64([0, n - cur]), None, ctx.i64([axis])])
+
+
+def _scaled(ctx, v, k: float):
+    return v if k == 1 else ctx.op("mul", [v, ctx.const(k, like=v)])
+
+
+def _real(ctx, v):
+    return ctx.op("slice", [v, ctx.i64([0]), ctx.i64([1]), ctx.i64([-1])])
+
+
+def _dft_grad(ctx):
+    x = ctx.inputs[0]
+    inverse, onesided = ctx.attrs["inverse"], ctx.attrs["onesided"]
+    ins = list(ctx.inputs) + [None] * (3 - len(ctx.inputs))
+    axis = -2 if ins[2] is None else _known(ins[2])
+    length = None if ins[1] is None else _known(ins[1])
+    if axis is None or (ins[1] is not None and length is None) or x.shape is None or not x.type.is_static:
+        raise ctx.fail("the dft gradient needs static shapes and a compile-time axis and dft_length",
+                       actual=str(x.type))
+    r = len(x.shape)
+    axis = int(axis) % r
+    n = x.shape[axis]
+    length = int(length) if length is not None else (2 * (n - 1) if inverse and onesided else n)
+    dy = ctx.dy()
+    ax = ctx.i64(axis)
+    if inverse and onesided:
+        # y = irfft(z): dz_k = w_k / L * rfft(dy)_k with w = 2 except for the DC and Nyquist bins
+        bins = length // 2 + 1
+        f = ctx.op("dft", [dy, None, ax], {"onesided": True})
+        w = np.full(bins, 2.0 / length)
+        w[0] = 1.0 / length
+        if length % 2 == 0:
+            w[-1] = 1.0 / length
+        shape = [1] * r
+        shape[axis] = bins
+        g = ctx.op("mul", [f, ctx.const(w.reshape(shape), like=x)])
+        return [_fit(ctx, g, axis, bins, n)]
+    if inverse:
+        g = _scaled(ctx, ctx.op("dft", [dy, None, ax]), 1.0 / length)
+    else:
+        if onesided:   # the dropped bins get zero gradient
+            dy = _fit(ctx, dy, axis, length // 2 + 1, length)
+        g = _scaled(ctx, ctx.op("dft", [dy, None, ax], {"inverse": True}), float(length))
+    g = _fit(ctx, g, axis, length, n)
+    return [_real(ctx, g) if x.shape[-1] == 1 else g]
+
+
 register(OpDef(
     "dft", infer=_dft_infer, reference=_dft_ref, inputs=(1, 3), kind="other", differentiable=True,
+    grad=_dft_grad,
     attrs={"inverse": Attr("bool", False), "onesided": Attr("bool", False,
                                                             "forward: real in, half spectrum out; "
                                                             "inverse: half spectrum in, real out")},
@@ -176,8 +242,45 @@ def _stft_ref(ins, a):
     return _from_complex(y, x.dtype)
 
 
+def _stft_grad(ctx):
+    """Each frame's windowed samples get the inverse transform of their bins' gradient; frames
+    overlap-add back into the signal (col2im), and the window gets the frames' dot products."""
+    ins = list(ctx.inputs) + [None] * (4 - len(ctx.inputs))
+    x, step, window, frame = ins[:4]
+    step = _known(step)
+    frame = _known(frame) if frame is not None else (window.shape[0] if window is not None else
+                                                      (x.shape[1] if x.shape is not None else None))
+    if step is None or frame is None or x.shape is None or not x.type.is_static or (
+            window is not None and not window.type.is_static):
+        raise ctx.fail("the stft gradient needs static shapes and a compile-time frame_step and "
+                       "frame_length", actual=str(x.type))
+    step, frame = int(step), int(frame)
+    b, length, c = x.shape
+    dy = ctx.dy()                                                   # (B, F, bins, 2)
+    count = 1 + (length - frame) // step
+    if ctx.attrs["onesided"]:
+        dy = _fit(ctx, dy, 2, frame // 2 + 1, frame)
+    g = _scaled(ctx, ctx.op("dft", [dy, None, ctx.i64(2)], {"inverse": True}), float(frame))
+    if c == 1:
+        g = _real(ctx, g)                                          # (B, F, N, c)
+    dw = None
+    if window is not None:
+        idx = np.arange(count)[:, None] * step + np.arange(frame)[None, :]
+        frames = ctx.op("gather", [x, ctx.i64(idx)], {"axis": 1})    # (B, F, N, c)
+        dw = ctx.op("reduce_sum", [ctx.op("mul", [g, frames]), ctx.i64([0, 1, 3])], {"keepdims": 0})
+        dw = ctx.cast_like(dw, window)
+        w4 = ctx.op("reshape", [window, ctx.i64([1, 1, frame, 1])])
+        g = ctx.op("mul", [g, ctx.cast_like(w4, g)])
+    cols = ctx.op("reshape", [ctx.op("transpose", [g], {"perm": (0, 3, 2, 1)}), ctx.i64([b, c * frame, count])])
+    span = (count - 1) * step + frame
+    img = ctx.op("col2im", [cols, ctx.i64([span]), ctx.i64([frame])], {"strides": (step,)})   # (B, c, span)
+    dx = ctx.op("transpose", [_fit(ctx, img, 2, span, length)], {"perm": (0, 2, 1)})
+    return [dx, None, dw, None][:len(ctx.inputs)]
+
+
 register(OpDef(
     "stft", infer=_stft_infer, reference=_stft_ref, inputs=(2, 4), kind="other", differentiable=True,
+    grad=_stft_grad,
     attrs={"onesided": Attr("bool", True, "return only the frame_length // 2 + 1 unique bins")},
     doc="stft(signal[B, L, 1|2], frame_step, window?, frame_length?) -> [B, frames, bins, 2]",
 ))

@@ -161,7 +161,9 @@ class Trainer:
     # ---- steps ---------------------------------------------------------------------------------------
     def train_step(self, x, y) -> tuple[float, np.ndarray]:
         """One optimizer step on one batch; returns (loss, predictions)."""
-        xs, y = self._split_x(x), np.asarray(y)
+        return self._step(self._split_x(x), np.asarray(y))
+
+    def _step(self, xs: list, y: np.ndarray) -> tuple[float, np.ndarray]:
         self._compile(y)
         st = self._train_step
         outs = dict(zip(self._train.output_names, self._train.run(*self._feeds(st, xs, y, self.optimizer.lr_at(self.steps_done)))))
@@ -244,7 +246,7 @@ class Trainer:
             total = 0.0
             for s in range(steps):
                 idx = order[s * batch_size:(s + 1) * batch_size]
-                loss, pred = self.train_step([a[idx] for a in xs], y[idx])
+                loss, pred = self._step([a[idx] for a in xs], y[idx])
                 total += loss
                 for m in self.metrics:
                     m.update(pred, y[idx])

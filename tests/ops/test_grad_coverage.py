@@ -23,6 +23,9 @@ def _cases() -> dict[str, list]:
         mod = importlib.import_module(name)
         for op, cs in getattr(mod, "GRAD_CASES", {}).items():
             cases.setdefault(op, []).extend(cs)
+        for op, test in getattr(mod, "CHECKED_ELSEWHERE", {}).items():
+            assert callable(getattr(mod, test, None)), f"{name}: no test {test!r} checks {op}"
+            cases.setdefault(op, []).append(test)
     return cases
 
 

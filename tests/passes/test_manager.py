@@ -75,3 +75,21 @@ def test_pipelines_name_registered_passes_in_level_order():
     assert set(pipeline(1)) <= set(pipeline(2))
     with pytest.raises(CompileError, match="-O7"):
         pipeline(7)
+
+
+def test_optimizing_keeps_the_output_names():
+    import numpy as np
+    from irgraph import Graph, TensorType, run_graph
+    from irgraph.passes import optimize
+    g = Graph()
+    x = g.add_input("x", TensorType((2, 3), "float32"))
+    one = g.add_const(np.ones((), np.float32), "one")
+    y = g.op("mul", [x, one], name="y")                        # becomes x itself
+    z = g.op("add", [g.op("mul", [x, x], name="sq"), g.add_const(np.zeros((), np.float32))], name="z")
+    g.set_outputs([y, z])
+    out, _ = optimize(g, 2)
+    assert [v.name for v in out.outputs] == ["y", "z"]
+    out.verify()
+    xv = np.arange(6, dtype=np.float32).reshape(2, 3)
+    for a, b in zip(run_graph(out, [xv]), run_graph(g, [xv])):
+        np.testing.assert_array_equal(a, b)

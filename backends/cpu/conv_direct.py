@@ -1,0 +1,426 @@
+"""Direct fp32 2-D convolution (NCHW in, NCHW out) as LLVM IR with explicit vector types.
+
+The GEMM formulation (im2col, then the packed GEMM) copies the input KH*KW times and, with the
+weights as the packed operand, transposes the result; on ResNet-18's 56x56 and 112x112 layers
+that cost 30-160 % over onnxruntime. This kernel reads the input in place of an im2col:
+
+1. **Phase planes.** Per call, the input image is copied once (vector moves, ~1 % of the work)
+   into zero-padded planes ``xs[c][ph][pw][Hq][Wq]``: padded row ``r`` / column ``s`` lands in
+   plane ``(r % sh, s % sw)`` at ``(r // sh, s // sw)``. With stride 1 there is one plane per
+   channel (the padded image); with stride 2 the even and odd rows/columns are split, so every
+   tap of a strided conv reads *contiguous* memory too.
+2. **Flattened rows.** Output ``(oh, ow)`` is computed at ``q = oh*Wq + ow`` over a plane's row
+   pitch, so tap ``(kh, kw)`` of output ``q`` reads ``xs[c][plane(kh, kw)][q + off(kh, kw)]``: one
+   unaligned vector load serves L consecutive outputs across row ends. Outputs with ``ow >= OW``
+   (``Wq - OW`` columns a row, 2 of 58 for a 3x3 conv at 56x56) are computed and dropped.
+3. **Register tile.** MR output channels x NV vectors of L outputs: per (channel, tap) NV vector
+   loads, MR scalar broadcasts of packed weights ``wpk[mb][c][kh][kw][MR]`` (packed at compile
+   time), MR*NV FMAs into accumulators held in registers for the whole reduction.
+4. **Epilogue in registers.** ``+ bias[m]``, ``+ R`` (residual, same layout as the output),
+   activation; each vector is stored with masked stores, one per output row it touches, straight
+   into the NCHW output (no transpose, no second pass).
+
+Threads (libgomp) split the planes' channels while copying and then the (q tile, channel block)
+work items; a barrier separates the two phases.
+
+ABI (everything about shapes is fixed when the kernel is generated)::
+
+    void NAME(ptr x, ptr wpk, ptr bias, ptr R, ptr out, ptr ws, i64 nthreads)
+
+``x``: (N, C, H, W) floats; ``wpk``: ``pack_weights(w)``; ``bias``: M floats or NULL when the
+kernel was built without one (likewise ``R``: (N, M, OH, OW)); ``out``: (N, M, OH, OW); ``ws``:
+``workspace_bytes()`` scratch bytes, any alignment. Pointers need only 4-byte alignment.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import llvmlite.ir as ir
+import numpy as np
+
+from irgraph.errors import CompileError, InputError
+
+from . import llvm_target, threads
+from .gemm import (ACTIVATIONS, F32, I32, I64, PTR, VOID, Epilogue, VecOps, _function, carried_loop,
+                   fptr, for_range, i64, if_then)
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """One image's convolution: input (C, H, W), M filters of (C, KH, KW), strides, dilations,
+    leading pads and the output size (trailing pads are implied by it)."""
+    c: int
+    h: int
+    w: int
+    m: int
+    kh: int
+    kw: int
+    oh: int
+    ow: int
+    sh: int = 1
+    sw: int = 1
+    dh: int = 1
+    dw: int = 1
+    pt: int = 0
+    pl: int = 0
+    n: int = 1
+
+    def __post_init__(self):
+        if min(self.c, self.h, self.w, self.m, self.kh, self.kw, self.oh, self.ow, self.n) < 1:
+            raise CompileError(f"direct conv needs positive sizes, got {self}")
+        if self.sw not in (1, 2) or self.sh < 1 or min(self.dh, self.dw) < 1 or min(self.pt, self.pl) < 0:
+            raise CompileError(f"direct conv supports column strides 1 and 2, got {self}")
+
+    @property
+    def hq(self) -> int:
+        """Rows of a phase plane: enough for the last output row's last tap."""
+        return ((self.oh - 1) * self.sh + (self.kh - 1) * self.dh) // self.sh + 1
+
+    @property
+    def wq(self) -> int:
+        return ((self.ow - 1) * self.sw + (self.kw - 1) * self.dw) // self.sw + 1
+
+    @property
+    def plane(self) -> int:
+        return self.hq * self.wq
+
+    @property
+    def phases(self) -> int:
+        return self.sh * self.sw
+
+    @property
+    def q(self) -> int:
+        """Flattened outputs computed per channel (the last row stops at OW)."""
+        return (self.oh - 1) * self.wq + self.ow
+
+    def tap_offset(self, kh: int, kw: int) -> int:
+        """Floats from the start of a channel's planes to tap (kh, kw) of output q = 0."""
+        rh, rw = kh * self.dh, kw * self.dw
+        ph = (rh % self.sh) * self.sw + rw % self.sw
+        return ph * self.plane + (rh // self.sh) * self.wq + rw // self.sw
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.n * self.m * self.c * self.kh * self.kw * self.oh * self.ow
+
+
+@dataclass(frozen=True)
+class DirectConvConfig:
+    """Register tile (MR channels x NV vectors of ``lanes``) and the work order."""
+    lanes: int = 16
+    mr: int = 4
+    nv: int = 6
+    mb_inner: bool = True      # q tile outer, channel blocks inner (the input tile stays in L1)
+    parallel_min_flops: int = 1 << 21
+
+    def __post_init__(self):
+        if self.lanes not in (4, 8, 16) or self.mr < 1 or self.nv < 1:
+            raise CompileError(f"bad direct conv tile {self}")
+
+    @classmethod
+    def for_host(cls, **kw) -> "DirectConvConfig":
+        lanes = llvm_target.host_cpu().f32_lanes
+        if lanes == 16:
+            return cls(lanes=16, **kw)
+        return cls(**{"lanes": lanes, "mr": 4, "nv": 2, **kw})   # 16 registers: 8 acc + 2 + 1
+
+    @property
+    def tq(self) -> int:
+        return self.lanes * self.nv
+
+
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+@dataclass(eq=False)
+class DirectConv:
+    """One direct convolution kernel (shapes, tile, epilogue, threading fixed at generation)."""
+    geom: ConvGeometry
+    config: DirectConvConfig = field(default_factory=DirectConvConfig.for_host)
+    epilogue: Epilogue = field(default_factory=Epilogue)
+    has_bias: bool = False
+    has_residual: bool = False
+    parallel: bool = True
+    name: str = "irg_conv"
+
+    def __post_init__(self):
+        if self.epilogue.activation not in ACTIVATIONS or self.epilogue.residual_after_activation:
+            raise CompileError("direct conv: residual is added before the activation")
+
+    # ---- sizes ------------------------------------------------------------------------------
+    @property
+    def mblocks(self) -> int:
+        return -(-self.geom.m // self.config.mr)
+
+    @property
+    def qtiles(self) -> int:
+        return -(-self.geom.q // self.config.tq)
+
+    def planes_floats(self) -> int:
+        """Floats of the phase planes, with slack for the last tile's reads past the last plane."""
+        g, cfg = self.geom, self.config
+        per_c = g.phases * g.plane
+        last = (g.c - 1) * per_c + max(g.tap_offset(a, b) for a in range(g.kh) for b in range(g.kw))
+        return _round_up(max(g.c * per_c, last + self.qtiles * cfg.tq), 16)
+
+    def workspace_bytes(self) -> int:
+        return 4 * self.planes_floats() + 64
+
+    def packed_weights_floats(self) -> int:
+        g = self.geom
+        return self.mblocks * g.c * g.kh * g.kw * self.config.mr
+
+    def pack_weights(self, w: np.ndarray) -> np.ndarray:
+        """(M, C, KH, KW) float32 -> ``wpk[mb][c][kh][kw][MR]``, zero-padded past M."""
+        g, mr = self.geom, self.config.mr
+        w = np.asarray(w, np.float32)
+        if w.shape != (g.m, g.c, g.kh, g.kw):
+            raise InputError("conv weights have the wrong shape", input="W",
+                             expected=(g.m, g.c, g.kh, g.kw), actual=w.shape)
+        wp = np.zeros((self.mblocks * mr, g.c, g.kh, g.kw), np.float32)
+        wp[:g.m] = w
+        return np.ascontiguousarray(wp.reshape(self.mblocks, mr, g.c, g.kh, g.kw).transpose(0, 2, 3, 4, 1)).ravel()
+
+    @property
+    def tag(self) -> str:
+        g, c = self.geom, self.config
+        return (f"conv|{g}|{c}|{self.epilogue.tag}|b{int(self.has_bias)}r{int(self.has_residual)}"
+                f"p{int(self.parallel)}")
+
+    # ---- IR ---------------------------------------------------------------------------------
+    def emit(self, mod: ir.Module) -> ir.Function:
+        return _ConvEmitter(mod, self).entry()
+
+    def ir(self) -> str:
+        mod = ir.Module(name=self.name)
+        self.emit(mod)
+        return str(mod)
+
+    def build(self, cache=True) -> "CompiledConv":
+        from . import cache as object_cache
+        if self.parallel:
+            llvm_target.load_gomp()
+        return CompiledConv(self, object_cache.compile_cached(self.ir(), options=self.tag, cache=cache))
+
+
+class _ConvEmitter:
+    def __init__(self, mod: ir.Module, k: DirectConv):
+        self.mod, self.k, self.g, self.cfg = mod, k, k.geom, k.config
+        self.L = self.cfg.lanes
+        self.p = k.name
+
+    # -- phase planes -----------------------------------------------------------------------
+    def pad(self):
+        """``void pad(ptr x_img, ptr xs, i64 c0, i64 c1)``: channels [c0, c1) into their planes."""
+        g, L = self.g, self.L
+        fn, b = _function(self.mod, self.p + ".pad", [PTR, PTR, I64, I64], noinline=True)
+        x, xs, c0, c1 = fn.args
+        vo = VecOps(b, L)
+        vi = vo.vi
+        iota = vo.iota
+
+        def splat_i(v):
+            s = b.insert_element(ir.Constant(vi, ir.Undefined), b.trunc(v, I32), ir.Constant(I32, 0))
+            return b.shuffle_vector(s, ir.Constant(vi, ir.Undefined), ir.Constant(vi, [0] * L))
+
+        def in_cols(base, shift):
+            """Lanes j with 0 <= base + j + shift < W."""
+            t = b.add(iota, splat_i(b.add(base, i64(shift))))
+            return b.and_(b.icmp_signed(">=", t, ir.Constant(vi, [0] * L)),
+                          b.icmp_signed("<", t, ir.Constant(vi, [g.w] * L)))
+        even = ir.Constant(vi, [2 * j for j in range(L)])
+        with for_range(b, c0, c1, 1, "c") as c:
+            xc = fptr(b, x, b.mul(c, i64(g.h * g.w)))
+            for ph in range(g.sh):
+                for pw in range(g.sw):
+                    plane = fptr(b, xs, b.mul(b.add(b.mul(c, i64(g.phases)), i64(ph * g.sw + pw)),
+                                              i64(g.plane)))
+                    with for_range(b, 0, g.hq, 1, "hq") as hq:
+                        r = b.sub(b.add(b.mul(hq, i64(g.sh)), i64(ph)), i64(g.pt))
+                        dst = fptr(b, plane, b.mul(hq, i64(g.wq)))
+                        ok = b.and_(b.icmp_signed(">=", r, i64(0)), b.icmp_signed("<", r, i64(g.h)))
+                        src = fptr(b, xc, b.mul(r, i64(g.w)))
+                        with for_range(b, 0, g.wq, L, "wq") as wq:
+                            smask = vo.mask(b.sub(i64(g.wq), wq))
+                            base = b.sub(b.add(b.mul(wq, i64(g.sw)), i64(pw)), i64(g.pl))
+                            if g.sw == 1:
+                                m = b.and_(in_cols(base, 0), b.select(ok, smask, vo.none))
+                                v = vo.mload(fptr(b, src, base), m)
+                            else:
+                                lo = vo.mload(fptr(b, src, base), b.select(ok, in_cols(base, 0), vo.none))
+                                hi = vo.mload(fptr(b, src, b.add(base, i64(L))),
+                                              b.select(ok, in_cols(base, L), vo.none))
+                                v = b.shuffle_vector(lo, hi, even)
+                            vo.mstore(v, fptr(b, dst, wq), smask)
+        # the slack past the last plane (read only by dropped outputs): zeros, not stale data
+        total, used = self.k.planes_floats(), g.c * g.phases * g.plane
+        if total > used:
+            with if_then(b, b.icmp_signed("==", c1, i64(g.c)), "slack"):
+                with for_range(b, used, total, L, "z") as z:
+                    vo.mstore(vo.zero, fptr(b, xs, z), vo.mask(b.sub(i64(total), z)))
+        b.ret_void()
+        return fn
+
+    # -- register tile --------------------------------------------------------------------------
+    def tile(self):
+        """``void tile(ptr xs, ptr wpk, ptr bias, ptr R_img, ptr out_img, i64 mb, i64 qt)``."""
+        g, cfg, L, k = self.g, self.cfg, self.L, self.k
+        MR, NV = cfg.mr, cfg.nv
+        T = g.kh * g.kw
+        fn, b = _function(self.mod, self.p + ".tile", [PTR, PTR, PTR, PTR, PTR, I64, I64], noinline=True)
+        xs, wpk, bias, R, out, mb, qt = fn.args
+        for a in (xs, wpk, out):
+            a.add_attribute("noalias")
+        vo = VecOps(b, L)
+        q0 = b.mul(qt, i64(cfg.tq))
+        xq = fptr(b, xs, q0)
+        wb = fptr(b, wpk, b.mul(mb, i64(g.c * T * MR)))
+        offs = [g.tap_offset(a, c) for a in range(g.kh) for c in range(g.kw)]
+        per_c = g.phases * g.plane
+
+        def step(c, accs):
+            xc = fptr(b, xq, b.mul(c, i64(per_c)))
+            wc = fptr(b, wb, b.mul(c, i64(T * MR)))
+            accs = list(accs)
+            for t, off in enumerate(offs):
+                xv = [vo.load(fptr(b, xc, off + v * L)) for v in range(NV)]
+                for i in range(MR):
+                    w = vo.splat(b.load(fptr(b, wc, t * MR + i), typ=F32, align=4))
+                    for v in range(NV):
+                        accs[i * NV + v] = vo.fma(w, xv[v], accs[i * NV + v])
+            return accs
+        accs = carried_loop(b, 0, i64(g.c), 1, [vo.zero] * (MR * NV), step, "c")
+
+        # epilogue: per vector, the masks and output offsets of each output row it touches
+        P = 1 + -(-(L - 1) // g.wq)          # rows one vector of L flattened outputs can touch
+        vi = vo.vi
+        pieces = []
+        for v in range(NV):
+            q = b.add(q0, i64(v * L))
+            r = b.sdiv(q, i64(g.wq))
+            col = b.sub(q, b.mul(r, i64(g.wq)))
+            colv = b.add(vo.iota, self._splat_i(b, vo, col))
+            inq = b.icmp_signed("<", vo.iota, self._splat_i(b, vo, b.sub(i64(g.q), q)))
+            base = b.add(b.mul(r, i64(g.ow)), col)
+            for p in range(P):
+                lo = ir.Constant(vi, [p * g.wq] * L)
+                hi = ir.Constant(vi, [p * g.wq + g.ow] * L)
+                m = b.and_(inq, b.and_(b.icmp_signed(">=", colv, lo), b.icmp_signed("<", colv, hi)))
+                pieces.append((v, m, b.sub(base, i64(p * (g.wq - g.ow)))))
+        ochw = g.oh * g.ow
+        for i in range(MR):
+            oc = b.add(b.mul(mb, i64(MR)), i64(i))
+            body = None
+            if g.m % MR:
+                body = if_then(b, b.icmp_signed("<", oc, i64(g.m)), f"row{i}")
+                body.__enter__()
+            oplane = fptr(b, out, b.mul(oc, i64(ochw)))
+            rplane = fptr(b, R, b.mul(oc, i64(ochw))) if k.has_residual else None
+            bv = vo.splat(b.load(fptr(b, bias, oc), typ=F32)) if k.has_bias else None
+            for v in range(NV):
+                acc = accs[i * NV + v]
+                if bv is not None:
+                    acc = b.fadd(acc, bv)
+                mine = [(m, off) for vv, m, off in pieces if vv == v]
+                if rplane is not None:
+                    rv = vo.zero
+                    for m, off in mine:
+                        rv = vo.mload(fptr(b, rplane, off), m, rv)
+                    acc = b.fadd(acc, rv)
+                acc = vo.activation(k.epilogue, acc)
+                for m, off in mine:
+                    vo.mstore(acc, fptr(b, oplane, off), m)
+            if body is not None:
+                body.__exit__(None, None, None)
+        b.ret_void()
+        return fn
+
+    @staticmethod
+    def _splat_i(b, vo, v):
+        s = b.insert_element(ir.Constant(vo.vi, ir.Undefined), b.trunc(v, I32), ir.Constant(I32, 0))
+        return b.shuffle_vector(s, ir.Constant(vo.vi, ir.Undefined), ir.Constant(vo.vi, [0] * vo.L))
+
+    # -- driver ---------------------------------------------------------------------------------
+    def worker(self, pad, tile):
+        g, k = self.g, self.k
+        fn, b = _function(self.mod, self.p + ".worker", [I64, I64, PTR])
+        tid, nth, ctx = fn.args
+        x, wpk, bias, R, out, ws = (threads.load_ctx(b, ctx, i, PTR) for i in range(6))
+        xs = b.inttoptr(b.and_(b.add(b.ptrtoint(ws, I64), i64(63)), i64(-64)), PTR)
+        barrier = threads.declare(self.mod, "GOMP_barrier", VOID, [])
+        multi = b.icmp_signed(">", nth, i64(1))
+        nmb, ntq = k.mblocks, k.qtiles
+        items = nmb * ntq
+        with for_range(b, 0, g.n, 1, "n") as n:
+            xi = fptr(b, x, b.mul(n, i64(g.c * g.h * g.w)))
+            oi = fptr(b, out, b.mul(n, i64(g.m * g.oh * g.ow)))
+            ri = fptr(b, R, b.mul(n, i64(g.m * g.oh * g.ow))) if k.has_residual else R
+            c0, c1 = threads.split_range(b, i64(g.c), tid, nth)
+            with if_then(b, b.icmp_signed("<", c0, c1), "padme"):
+                b.call(pad, [xi, xs, c0, c1])
+            with if_then(b, multi, "bar1"):
+                b.call(barrier, [])
+            t0, t1 = threads.split_range(b, i64(items), tid, nth)
+            with for_range(b, t0, t1, 1, "it") as it:
+                if self.cfg.mb_inner:
+                    qt, mb = b.sdiv(it, i64(nmb)), b.srem(it, i64(nmb))
+                else:
+                    mb, qt = b.sdiv(it, i64(ntq)), b.srem(it, i64(ntq))
+                b.call(tile, [xs, wpk, bias, ri, oi, mb, qt])
+            with if_then(b, multi, "bar2"):
+                b.call(barrier, [])
+        b.ret_void()
+        return fn
+
+    def entry(self):
+        fn, b = _function(self.mod, self.p, [PTR] * 6 + [I64], internal=False)
+        for a, nm in zip(fn.args, ("x", "wpk", "bias", "R", "out", "ws", "nthreads")):
+            a.name = nm
+        worker = self.worker(self.pad(), self.tile())
+        ctx = threads.store_ctx(b, list(fn.args[:6]))
+        if self.k.parallel:
+            nth = fn.args[6]
+            if self.g.flops < self.cfg.parallel_min_flops:
+                nth = i64(1)
+            threads.launch(b, threads.emit_trampoline(self.mod, worker), worker, ctx, nth)
+        else:
+            b.call(worker, [i64(0), i64(1), ctx])
+        b.ret_void()
+        return fn
+
+
+class CompiledConv:
+    """``out = act(conv(x, w) [+ bias] [+ residual])`` on float32 numpy arrays (for tests and
+    benchmarks; models call the kernel from generated code)."""
+
+    def __init__(self, kernel: DirectConv, lib):
+        import ctypes
+        self.kernel, self.lib = kernel, lib
+        vp = ctypes.c_void_p
+        self._fn = lib.cfunc(kernel.name, None, vp, vp, vp, vp, vp, vp, ctypes.c_int64)
+        self._ws = np.empty(kernel.workspace_bytes(), np.uint8)
+        self._packed: tuple = (None, None)
+
+    def __call__(self, x, w, bias=None, residual=None, num_threads: int | None = None):
+        k, g = self.kernel, self.kernel.geom
+        x = np.ascontiguousarray(x, np.float32)
+        if x.shape != (g.n, g.c, g.h, g.w):
+            raise InputError("conv input has the wrong shape", input="x", expected=(g.n, g.c, g.h, g.w),
+                             actual=x.shape)
+        if self._packed[0] is not w:
+            self._packed = (w, k.pack_weights(w))
+        wpk = self._packed[1]
+        oshape = (g.n, g.m, g.oh, g.ow)
+        if k.has_bias != (bias is not None) or k.has_residual != (residual is not None):
+            raise InputError("bias / residual do not match how the kernel was built", input="bias")
+        bias = None if bias is None else np.ascontiguousarray(bias, np.float32)
+        res = None if residual is None else np.ascontiguousarray(residual, np.float32)
+        if res is not None and res.shape != oshape:
+            raise InputError("residual must have the output's shape", input="residual", expected=oshape,
+                             actual=res.shape)
+        out = np.empty(oshape, np.float32)
+        nth = threads.default_num_threads() if num_threads is None else max(1, int(num_threads))
+        self._fn(x.ctypes.data, wpk.ctypes.data, 0 if bias is None else bias.ctypes.data,
+                 0 if res is None else res.ctypes.data, out.ctypes.data, self._ws.ctypes.data, nth)
+        return out

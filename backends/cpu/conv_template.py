@@ -1,0 +1,107 @@
+"""The direct convolution (conv_direct.py) as a CPU template: when to use it, the kernel-IR call
+lowering emits, and the LLVM call codegen makes for it.
+
+Lowering (backends/lower_contract.py ``rule_conv``) asks ``choose(...)`` for a kernel; when it
+gets one, the conv becomes ``ExternCall("conv2d", [x, packed W, bias, out, ws], attrs)`` with the
+weights packed at compile time and the bias applied in the kernel's epilogue. An elementwise
+epilogue the lowering stores over the conv's output right after it (relu, a residual add …) is
+folded into the same call by ``conv_epilogue.fuse`` at code generation.
+
+When direct beats im2col + GEMM (1 thread, Zen 5, against the GEMM path on ResNet-18's layers):
+the stem (7x7/2, 112x112 out) 2.6 ms -> 1.15 ms, 3x3 at 56x56 1.30 -> 1.02 ms, 3x3/2 to 28x28
+0.60 -> 0.52 ms, 3x3 at 28x28 about equal; 3x3 at 14x14 and 7x7 lose (a row of 14 or 7 outputs
+fills a 16-lane vector poorly), as do 1x1 convs (no im2col to save). ``MIN_LANE_USE`` encodes it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from irgraph import dtype as dt
+
+from .conv_direct import ConvGeometry, DirectConv, DirectConvConfig
+from .gemm import Epilogue
+
+# the fraction of computed outputs that are kept (row pitch Wq vs OW, last tile, last channel
+# block) below which im2col + GEMM is used instead
+MIN_LANE_USE = 0.88
+ATTRS = ("n", "c", "h", "w", "m", "kh", "kw", "oh", "ow", "sh", "sw", "dh", "dw", "pt", "pl")
+
+
+def geometry(x_shape, w_shape, plan) -> ConvGeometry | None:
+    if len(x_shape) != 4 or len(w_shape) != 4:
+        return None
+    (sh, sw), (dh, dw) = plan.strides, plan.dilations
+    if sw not in (1, 2) or sh not in (1, 2):
+        return None
+    return ConvGeometry(n=x_shape[0], c=x_shape[1], h=x_shape[2], w=x_shape[3], m=w_shape[0],
+                        kh=w_shape[2], kw=w_shape[3], oh=plan.out[0], ow=plan.out[1], sh=sh, sw=sw,
+                        dh=dh, dw=dw, pt=plan.pads_begin[0], pl=plan.pads_begin[1])
+
+
+def lane_use(k: DirectConv) -> float:
+    g, cfg = k.geom, k.config
+    return (g.ow / g.wq) * (g.q / (k.qtiles * cfg.tq)) * (g.m / (k.mblocks * cfg.mr))
+
+
+def choose(x_shape, w_shape, plan, num_threads: int, config: DirectConvConfig | None = None
+           ) -> DirectConv | None:
+    """The direct kernel for this conv when it should beat im2col + GEMM, else None."""
+    if min(x_shape) < 1 or min(w_shape) < 1:
+        return None
+    g = geometry(x_shape, w_shape, plan)
+    if g is None or g.kh * g.kw == 1:
+        return None
+    k = DirectConv(g, config or DirectConvConfig.for_host(), parallel=num_threads > 1)
+    if lane_use(k) < MIN_LANE_USE:
+        return None
+    return k
+
+
+def lower(ctx, k: DirectConv, x, w, bias, dest) -> None:
+    """Append the ExternCall computing ``dest = conv(x, w) + bias`` (bias may be None)."""
+    from ..kernel_ir import ExternCall
+    from ..lower_tensor import Generic, View
+    xv = ctx.force(x)
+    if not xv.contiguous:
+        xv = _copy(ctx, xv)
+    wpk = ctx.const(k.pack_weights(w.to_numpy()), w.buf.name + "_direct")
+    bv = None
+    if bias is not None:
+        bv = ctx.force(bias)
+        if not bv.contiguous:
+            bv = _copy(ctx, bv)
+    out = dest if dest.contiguous else View.of(ctx.buffer("convout", dt.float32, dest.shape, "temp"), ctx)
+    ws = ctx.buffer("conv_ws", dt.uint8, (k.workspace_bytes(),), "temp")
+    g = k.geom
+    attrs = {a: getattr(g, a) for a in ATTRS}
+    attrs.update(mr=k.config.mr, nv=k.config.nv, mb_inner=k.config.mb_inner, lanes=k.config.lanes,
+                 x_off=xv.offset, w_off=wpk.offset, bias_off=None if bv is None else bv.offset,
+                 out_off=out.offset)
+    args = [xv.buf, wpk.buf, None if bv is None else bv.buf, out.buf, ws]
+    ctx.body.append(ExternCall("conv2d", args, attrs))
+    if out is not dest:
+        ctx.store(Generic(out.shape, out.dtype, ctx, out.at, 0), dest)
+
+
+def _copy(ctx, v):
+    from ..lower_tensor import Generic, View
+    buf = ctx.buffer("cont", v.dtype, v.shape, "temp")
+    out = View.of(buf, ctx)
+    ctx.store(Generic(v.shape, v.dtype, ctx, v.at, 0), out)
+    return out
+
+
+def kernel_from_attrs(a: dict, num_threads: int, epilogue: Epilogue | None = None,
+                      residual: bool = False) -> DirectConv:
+    g = ConvGeometry(**{k: int(a[k]) for k in ATTRS})
+    cfg = DirectConvConfig(lanes=int(a["lanes"]), mr=int(a["mr"]), nv=int(a["nv"]),
+                           mb_inner=bool(a["mb_inner"]))
+    return DirectConv(g, cfg, epilogue or Epilogue(), has_bias=a["bias_off"] is not None,
+                      has_residual=residual, parallel=num_threads > 1)
+
+
+def packed_weights_reference(k: DirectConv, w: np.ndarray) -> np.ndarray:
+    """For tests: the weights back from their packed form."""
+    g, mr = k.geom, k.config.mr
+    wp = np.asarray(w).reshape(k.mblocks, g.c, g.kh, g.kw, mr).transpose(0, 4, 1, 2, 3)
+    return wp.reshape(k.mblocks * mr, g.c, g.kh, g.kw)[:g.m]

@@ -1,0 +1,70 @@
+"""The ``qgemm`` template in the CPU code generator: an ``ExternCall("qgemm")`` of the kernel IR
+(made by ``backends/lower_quant.py``) becomes a call of an int8 GEMM variant
+(``gemm_int8.QGemmKernel``), emitted into the model's module once per (output type, activation,
+A signedness).
+
+``codegen._FnGen.extern`` knows only the fp32 ``gemm``; ``install()`` wraps it so ``qgemm`` calls
+come here and every other template goes on to it. (A table of extern emitters in codegen.py
+would make the wrapper unnecessary.)
+"""
+from __future__ import annotations
+
+import llvmlite.ir as ir
+
+from . import codegen
+from .gemm_int8 import QGemmConfig, QGemmKernel
+from .scalar_llvm import mem_type
+
+I64 = ir.IntType(64)
+PTR = ir.PointerType()
+
+# ExternCall("qgemm") argument order (buffers, each with an element offset in attrs["offsets"])
+ARGS = ("A", "rowoff", "tapoff", "Bp", "C", "colsum", "xzp", "xscale", "mult", "ibias", "fbias", "params")
+
+
+def kernel_for(mg, out: str, activation: str, a_signed: bool) -> ir.Function:
+    """The module's int8 GEMM variant, emitted on first use."""
+    cache = mg.__dict__.setdefault("_qgemms", {})
+    key = (out, activation, bool(a_signed))
+    if key not in cache:
+        k = QGemmKernel(QGemmConfig.for_host(), out=out, activation=activation, a_signed=a_signed,
+                        parallel=mg.num_threads > 1)
+        k.name = mg.unique(f"irg_qgemm_{out}_{activation}_{int(a_signed)}")
+        cache[key] = k.emit(mg.module)
+        mg.uses_gomp = mg.uses_gomp or k.parallel
+    return cache[key]
+
+
+def emit_call(gen, s) -> None:
+    a = s.attrs
+    fn = kernel_for(gen.mg, a["out"], a["activation"], a["a_signed"])
+    b = gen.b
+
+    def ptr(buf, off):
+        if buf is None:
+            return ir.Constant(PTR, None)
+        p = gen.ptrs[id(buf)]
+        if not off:
+            return p
+        return b.gep(p, [ir.Constant(I64, int(off))], inbounds=True, source_etype=mem_type(buf.dtype))
+    p = dict(zip(ARGS, (ptr(x, o) for x, o in zip(s.args, a["offsets"]))))
+    n = [ir.Constant(I64, int(v)) for v in (a["lda"], a["T"], a["KG"], a["ldc"], a["M"], a["N"])]
+    lda, T, KG, ldc, M, N = n
+    b.call(fn, [p["A"], lda, p["rowoff"], p["tapoff"], T, KG, p["Bp"], p["C"], ldc, M, N, p["colsum"],
+                p["xzp"], p["xscale"], p["mult"], p["ibias"], p["fbias"], p["params"],
+                ir.Constant(I64, gen.mg.num_threads)])
+
+
+def install() -> None:
+    """Route ``qgemm`` ExternCalls of the CPU code generator here (idempotent)."""
+    cls = codegen._FnGen
+    if getattr(cls, "_qgemm_installed", False):
+        return
+    base = cls.extern
+
+    def extern(self, s):
+        if s.fn == "qgemm":
+            return emit_call(self, s)
+        return base(self, s)
+    cls.extern = extern
+    cls._qgemm_installed = True

@@ -1,0 +1,389 @@
+"""The scalar-builder interface (``irgraph.ops.scalar``) over CUDA C expression strings.
+
+A value is ``C(text, dtype, ix)``: C source text, the element type it holds, and whether it
+is pure index arithmetic (loop variables, constants and index ops only), which is printed in
+the kernel's index type ``ix`` (``int`` when every buffer and loop fits 32 bits, else
+``long long``). Anything computed from data is printed in its own C type.
+
+Registers: bool is ``bool``; float16 and bfloat16 are ``float`` holding an exactly
+representable value (rounded back after every op); memory: bool is a byte, float16 and
+bfloat16 are their 16 bits. The helpers called here live in ``prelude.py``.
+"""
+from __future__ import annotations
+
+import math
+
+from irgraph import dtype as dt
+from irgraph.dtype import DType
+
+from ..kernel_ir import LoweringError
+
+_HALF = (dt.float16, dt.bfloat16)
+_REG = {
+    dt.bool_: "bool", dt.int8: "signed char", dt.uint8: "unsigned char", dt.int16: "short",
+    dt.uint16: "unsigned short", dt.int32: "int", dt.uint32: "unsigned", dt.int64: "irg_i64",
+    dt.uint64: "irg_u64", dt.float16: "float", dt.bfloat16: "float", dt.float32: "float",
+    dt.float64: "double",
+}
+_MEM = dict(_REG)
+_MEM.update({dt.bool_: "unsigned char", dt.float16: "unsigned short", dt.bfloat16: "unsigned short"})
+SUPPORTED = frozenset(_REG)
+
+
+class C:
+    __slots__ = ("text", "dtype", "ix")
+
+    def __init__(self, text: str, dtype: DType, ix: bool = False):
+        self.text = text
+        self.dtype = dtype
+        self.ix = ix
+
+    def __repr__(self) -> str:
+        return f"C({self.text!r}, {self.dtype.name})"
+
+
+def check(d: DType) -> None:
+    if d not in SUPPORTED:
+        raise LoweringError(f"dtype {d.name} has no CUDA kernels (the CUDA backend supports "
+                            "bool, integers, float16, bfloat16, float32 and float64)")
+
+
+def reg_type(d: DType) -> str:
+    check(d)
+    return _REG[d]
+
+
+def mem_type(d: DType) -> str:
+    check(d)
+    return _MEM[d]
+
+
+def _wide_unsigned(d: DType) -> str:
+    return "irg_u64" if d.bits == 64 else "unsigned"
+
+
+def const_text(value, d: DType, ix: bool = False) -> str:
+    """A C literal of exactly ``value`` as a ``d`` register value."""
+    check(d)
+    if d.is_bool:
+        return "true" if value else "false"
+    if d.is_float:
+        v = float(value)
+        if math.isnan(v):
+            return "irg_nan()" if d is not dt.float64 else "irg_dnan()"
+        if math.isinf(v):
+            s = "irg_inf()" if d is not dt.float64 else "irg_dinf()"
+            return s if v > 0 else f"(-{s})"
+        h = float(v).hex()
+        return f"{h}" if d is dt.float64 else f"{h}f"
+    v = int(value)
+    if ix:
+        return str(v) if v >= 0 else f"({v})"
+    if d.bits == 64:
+        if d.kind == "u":
+            return f"{v}ull"
+        if v == -(1 << 63):
+            return "(-9223372036854775807LL - 1)"
+        return f"{v}LL" if v >= 0 else f"({v}LL)"
+    if d.kind == "u":
+        return f"{v}u" if d.bits == 32 else f"(({_REG[d]}){v})"
+    if d.bits == 32:
+        return str(v) if v > -(1 << 31) else "(-2147483647 - 1)"
+    return f"(({_REG[d]}){v})"
+
+
+def load_text(ptr: str, idx: str, d: DType) -> str:
+    if d is dt.float16:
+        return f"irg_h2f({ptr}[{idx}])"
+    if d is dt.bfloat16:
+        return f"irg_bf2f({ptr}[{idx}])"
+    if d.is_bool:
+        return f"({ptr}[{idx}] != 0)"
+    return f"{ptr}[{idx}]"
+
+
+def store_value(v: C) -> str:
+    d = v.dtype
+    if d is dt.float16:
+        return f"irg_f2h({v.text})"
+    if d is dt.bfloat16:
+        return f"irg_f2bf({v.text})"
+    if d.is_bool:
+        return f"(unsigned char)({v.text})"
+    return v.text
+
+
+_UNARY_F = {"exp": "exp", "log": "log", "sqrt": "sqrt", "tanh": "tanh", "erf": "erf", "sin": "sin",
+            "cos": "cos", "tan": "tan", "asin": "asin", "acos": "acos", "atan": "atan", "sinh": "sinh",
+            "cosh": "cosh", "asinh": "asinh", "acosh": "acosh", "atanh": "atanh", "floor": "floor",
+            "ceil": "ceil", "round": "rint", "abs": "fabs"}
+_CMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
+
+
+class CudaScalar:
+    """Builds C expression text for one kernel-IR op (see the module docstring)."""
+
+    def __init__(self, ix_type: str = "int"):
+        self.ix_type = ix_type
+
+    def ctype(self, v: C) -> str:
+        return self.ix_type if v.ix else reg_type(v.dtype)
+
+    def _round(self, text: str, d: DType) -> str:
+        """A float32 result rounded back to a 16-bit float's precision."""
+        if d is dt.float16:
+            return f"irg_rh({text})"
+        if d is dt.bfloat16:
+            return f"irg_rbf({text})"
+        return text
+
+    def _fn(self, name: str, d: DType) -> str:
+        return name if d is dt.float64 else name + "f"
+
+    def op(self, op: str, args: list, out: DType, to: DType | None = None, ix: bool = False) -> C:
+        check(out)
+        for a in args:
+            check(a.dtype)
+        if op == "cast":
+            return self.cast(args[0], to)
+        if ix:
+            return C(self._ix_op(op, [a.text for a in args]), out, True)
+        m = getattr(self, "op_" + op.rstrip("_"), None)
+        if m is not None:
+            return C(m(args, out), out)
+        if op in _UNARY_F:
+            return C(self._unary(op, args[0], out), out)
+        if op in _CMP:
+            return C(self._cmp(op, args), dt.bool_)
+        raise LoweringError(f"the CUDA printer has no scalar op {op!r}")
+
+    # ---- index arithmetic (non-negative, no overflow) ------------------------------------------
+    def _ix_op(self, op: str, a: list) -> str:
+        if op == "add":
+            return f"({a[0]} + {a[1]})"
+        if op == "sub":
+            return f"({a[0]} - {a[1]})"
+        if op == "mul":
+            return f"({a[0]} * {a[1]})"
+        if op == "idx_div":
+            return f"({a[0]} / {a[1]})"
+        if op == "idx_mod":
+            return f"({a[0]} % {a[1]})"
+        if op == "min":
+            return f"({a[0]} < {a[1]} ? {a[0]} : {a[1]})"
+        if op == "max":
+            return f"({a[0]} > {a[1]} ? {a[0]} : {a[1]})"
+        if op == "neg":
+            return f"(-{a[0]})"
+        if op == "select":
+            return f"({a[0]} ? {a[1]} : {a[2]})"
+        raise LoweringError(f"internal: {op} is not an index op")
+
+    # ---- casts ----------------------------------------------------------------------------------
+    def cast(self, x: C, to: DType) -> C:
+        check(to)
+        src = x.dtype
+        t = x.text
+        if src is to and not x.ix:
+            return x
+        rt = reg_type(to)
+        if x.ix:   # a pure index: a small non-negative-or-small integer
+            if to.is_bool:
+                return C(f"({t} != 0)", to)
+            if to.is_float:
+                return C(self._round(f"(float)({t})", to) if to in _HALF else f"({rt})({t})", to)
+            return C(f"({rt})({t})", to)
+        if to.is_bool:
+            return C(f"({t} != 0)", to)
+        if src.is_bool:
+            return C(f"({rt})({t} ? 1 : 0)", to)
+        if src.is_int and to.is_int:
+            return C(f"({rt})({t})", to)
+        if src.is_int:   # -> float
+            if to in _HALF:
+                f = f"(float)({t})" if src.bits <= 16 else f"irg_d2f_odd((double)({t}))"
+                return C(self._round(f, to), to)
+            return C(f"({rt})({t})", to)
+        if to.is_int:    # float -> int, as numpy on x86
+            if to is dt.uint64:
+                return C(f"irg_f2u64((double)({t}))", to)
+            if to is dt.int32:
+                return C(f"irg_f2i32((double)({t}))", to)
+            if to is dt.int64:
+                return C(f"irg_f2i64((double)({t}))", to)
+            return C(f"({rt})irg_f2i64((double)({t}))", to)
+        # float -> float
+        if to is dt.float64:
+            return C(f"(double)({t})", to)
+        if to is dt.float32:
+            return C(f"(float)({t})", to)
+        if to is dt.bfloat16:
+            return C(self._round(f"(float)({t})", to), to)   # through float32, as ml_dtypes
+        if src is dt.float64:      # -> float16: round once
+            return C(self._round(f"irg_d2f_odd({t})", to), to)
+        return C(self._round(t, to), to)
+
+    # ---- arithmetic -----------------------------------------------------------------------------
+    def _int_bin(self, sym: str, a: C, b: C, d: DType) -> str:
+        u = _wide_unsigned(d)
+        return f"({reg_type(d)})(({u})({a.text}) {sym} ({u})({b.text}))"
+
+    def _arith(self, sym, args, out):
+        a, b = args
+        if out.is_float:
+            return self._round(f"({a.text} {sym} {b.text})", out)
+        if out.is_bool:
+            return f"({a.text} {'||' if sym == '+' else '&&' if sym == '*' else '!='} {b.text})"
+        return self._int_bin(sym, a, b, out)
+
+    def op_add(self, args, out):
+        return self._arith("+", args, out)
+
+    def op_sub(self, args, out):
+        return self._arith("-", args, out)
+
+    def op_mul(self, args, out):
+        return self._arith("*", args, out)
+
+    def op_div(self, args, out):
+        a, b = args
+        if out.is_float:
+            return self._round(f"({a.text} / {b.text})", out)
+        return f"irg_idiv<{reg_type(out)}>({a.text}, {b.text})"
+
+    def op_neg(self, args, out):
+        a = args[0]
+        if out.is_float:
+            return f"(-{a.text})"
+        return f"({reg_type(out)})(0 - ({_wide_unsigned(out)})({a.text}))"
+
+    def op_fmod(self, args, out):
+        a, b = args
+        if out.is_float:
+            return self._round(f"{self._fn('fmod', out)}({a.text}, {b.text})", out)
+        return f"irg_irem<{reg_type(out)}>({a.text}, {b.text})"
+
+    def op_mod(self, args, out):
+        a, b = args
+        if out.is_float:
+            cast = "double" if out is dt.float64 else "float"
+            return self._round(f"irg_fmodpy(({cast})({a.text}), ({cast})({b.text}))", out)
+        return f"irg_imod<{reg_type(out)}>({a.text}, {b.text})"
+
+    def op_pow(self, args, out):
+        a, b = args
+        if out.is_float:
+            bt = b.text if b.dtype is out else self.cast(b, out).text
+            return self._round(f"{self._fn('pow', out)}({a.text}, {bt})", out)
+        bt = b.text if b.dtype is out else self.cast(b, out).text
+        return f"irg_ipow<{reg_type(out)}>({a.text}, {bt})"
+
+    def _minmax(self, args, out, which):
+        a, b = args
+        if out.is_float:
+            return f"irg_f{which}({a.text}, {b.text})"
+        if out.is_bool:
+            return f"({a.text} {'&&' if which == 'min' else '||'} {b.text})"
+        sym = "<" if which == "min" else ">"
+        return f"({a.text} {sym} {b.text} ? {a.text} : {b.text})"
+
+    def op_min(self, args, out):
+        return self._minmax(args, out, "min")
+
+    def op_max(self, args, out):
+        return self._minmax(args, out, "max")
+
+    def op_abs(self, args, out):
+        a = args[0]
+        if out.is_float:
+            return f"{self._fn('fabs', out)}({a.text})"
+        if out.kind == "u" or out.is_bool:
+            return a.text
+        return f"({a.text} < 0 ? ({reg_type(out)})(0 - ({_wide_unsigned(out)})({a.text})) : {a.text})"
+
+    def op_sign(self, args, out):
+        a = args[0]
+        t = a.text
+        if out.is_float:
+            one = const_text(1.0, out)
+            return f"({t} > 0 ? {one} : ({t} < 0 ? -{one} : {t}))"
+        if out.kind == "u":
+            return f"({reg_type(out)})({t} != 0)"
+        return f"({reg_type(out)})(({t} > 0) - ({t} < 0))"
+
+    def op_rsqrt(self, args, out):
+        a = args[0]
+        one = const_text(1.0, dt.float64 if out is dt.float64 else dt.float32)
+        return self._round(f"({one} / {self._fn('sqrt', out)}({a.text}))", out)
+
+    def _unary(self, op, a: C, out):
+        if not out.is_float:   # floor/ceil/round/abs of integers are the identity
+            if op in ("floor", "ceil", "round"):
+                return a.text
+            raise LoweringError(f"the CUDA printer has no integer {op}")
+        return self._round(f"{self._fn(_UNARY_F[op], out)}({a.text})", out)
+
+    def _cmp(self, op, args):
+        a, b = args
+        return f"({a.text} {_CMP[op]} {b.text})"
+
+    # ---- logic and bits -------------------------------------------------------------------------
+    def op_and(self, args, out):
+        return f"({self._b(args[0])} && {self._b(args[1])})"
+
+    def op_or(self, args, out):
+        return f"({self._b(args[0])} || {self._b(args[1])})"
+
+    def op_xor(self, args, out):
+        return f"({self._b(args[0])} != {self._b(args[1])})"
+
+    def op_not(self, args, out):
+        return f"(!{self._b(args[0])})"
+
+    def _b(self, v: C) -> str:
+        return v.text if v.dtype.is_bool else f"({v.text} != 0)"
+
+    def _bits(self, sym, args, out):
+        if out.is_bool:
+            return f"({args[0].text} {sym} {args[1].text})"
+        return f"({reg_type(out)})(({args[0].text}) {sym} ({args[1].text}))"
+
+    def op_bit_and(self, args, out):
+        return self._bits("&", args, out)
+
+    def op_bit_or(self, args, out):
+        return self._bits("|", args, out)
+
+    def op_bit_xor(self, args, out):
+        return self._bits("^", args, out) if not out.is_bool else f"({args[0].text} != {args[1].text})"
+
+    def op_bit_not(self, args, out):
+        if out.is_bool:
+            return f"(!{args[0].text})"
+        return f"({reg_type(out)})(~({args[0].text}))"
+
+    def op_shl(self, args, out):
+        return f"irg_shl<{reg_type(out)}>({args[0].text}, (irg_i64)({args[1].text}))"
+
+    def op_shr(self, args, out):
+        return f"irg_shr<{reg_type(out)}>({args[0].text}, (irg_i64)({args[1].text}))"
+
+    def op_select(self, args, out):
+        c, a, b = args
+        return f"({self._b(c)} ? {a.text} : {b.text})"
+
+    def op_isnan(self, args, out):
+        a = args[0]
+        return f"irg_isnan((double)({a.text}))" if a.dtype.is_float else "false"
+
+    def op_isinf(self, args, out):
+        a = args[0]
+        return f"irg_isinf((double)({a.text}))" if a.dtype.is_float else "false"
+
+    # index ops on data-derived integers (rare: indices computed from loaded values)
+    def op_idx_div(self, args, out):
+        return f"({args[0].text} / {args[1].text})"
+
+    def op_idx_mod(self, args, out):
+        return f"({args[0].text} % {args[1].text})"
+
