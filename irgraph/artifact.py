@@ -155,7 +155,7 @@ def _write(model, root: Path) -> None:
         for init in list(gp.initializer):
             arr = numpy_helper.to_array(init)
             rel = f"weights/{len(weights):06d}.npy"
-            np.save(root / rel, np.ascontiguousarray(arr), allow_pickle=False)
+            np.save(root / rel, np.array(arr, order="C", copy=True), allow_pickle=False)  # ascontiguousarray would make 0-d arrays 1-d
             weights.append({"graph": gi, "name": init.name, "file": rel})
         del gp.initializer[:]
     (root / GRAPH_FILE).write_bytes(proto.SerializeToString())

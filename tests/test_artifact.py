@@ -35,8 +35,13 @@ def _rewrite_manifest(path, **changes):
     p.write_text(json.dumps(m))
 
 
+@pytest.fixture(scope="module")
+def bert_layer():
+    return models.bert_layer()     # holds 0-d constants (gather indices of its shape arithmetic)
+
+
 @pytest.mark.parametrize("target", ["cpu", "interp"])
-@pytest.mark.parametrize("which", ["mlp", "small_resnet"])
+@pytest.mark.parametrize("which", ["mlp", "small_resnet", "bert_layer"])
 def test_round_trip_identical_outputs(tmp_path, request, target, which):
     proto = request.getfixturevalue(which)
     f = feeds(proto, {"N": 2})
