@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compile", help="compile a model into an artifact folder (manifest, .npy weights, "
                        "graph, object code) that 'irgraph run' and irgraph.load read")
     c.add_argument("model", help="ONNX model file")
-    c.add_argument("--target", default="cpu", help="cpu (default) or interp")
+    c.add_argument("--target", default="cpu", help="cpu (default), cuda, cuda-emulator or interp")
     _add_opt_level(c, default_help="default: the target's, 2 on cpu, 0 on interp")
     c.add_argument("--dim", action="append", default=[], metavar="NAME=SIZE",
                    help="also compile the program for this size of a symbolic dimension now, so the "
@@ -150,6 +151,13 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("irgraph: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`irgraph show m.onnx | head`): stop quietly, as Unix tools do
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 141
     except MemoryError:
         print("irgraph: error: out of memory", file=sys.stderr)
         return EXIT_ERROR
@@ -185,8 +193,11 @@ def cmd_compile(args) -> int:
         if unknown:
             raise InputError(f"--dim: the model has no symbolic dimension {', '.join(unknown)}",
                              expected=sorted(symbols) or "none", actual=unknown)
-        # one call compiles (and keeps) the program specialized for these sizes
-        model.run(**random_inputs(dict(zip(model.input_names, model.input_types)), seed=0, dims=dims))
+        # compile (and keep) the program specialized for these sizes; a program that also depends
+        # on input values is compiled by one run on seeded inputs (never needed on a GPU target)
+        prepare = getattr(model._run, "prepare", None)
+        if prepare is None or not prepare(dims):
+            model.run(**random_inputs(dict(zip(model.input_names, model.input_types)), seed=0, dims=dims))
     save(model, args.out)
     print(f"wrote {args.out} (target {model.target}, -O{model.opt_level})")
     if model.quant_report is not None:

@@ -169,6 +169,14 @@ class CpuRunner:
                 self.programs.popitem(last=False)
             return p
 
+    def prepare(self, dims: dict) -> bool:
+        """Compile (and keep) the program for these sizes of the symbols without running it;
+        False when the program also depends on input values, which only a run provides."""
+        if self._values_for(dict(dims)):
+            return False
+        self.last = self._program(dict(dims), {})
+        return True
+
     def __call__(self, inputs):
         dims = {}
         for v, a in zip(self.graph.inputs, inputs):
