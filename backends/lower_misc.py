@@ -10,7 +10,7 @@ from irgraph.graph import Node
 from irgraph.ops.shapes import normalize_axis
 
 from .kernel_ir import INDEX, Const, IRBuilder, LoweringError
-from .lower_ops import _b, _known, _need_const, _out, emit_reduce, rule_arg
+from .lower_ops import _b, _need_const, _out, emit_reduce, rule_arg
 from .lower_tensor import Fill, Generic, Map, Pending, T, View, iclamp, iconst, isub
 
 
@@ -76,17 +76,6 @@ def rule_hardmax(ctx, n, ins):
     if x.size == 0:
         return [x]
     return [Generic(x.shape, x.dtype, ctx, fn, 2)]
-
-
-def rule_dropout(ctx, n, ins):
-    x = ins[0]
-    ratio = _known(n.inputs[1])
-    training = _known(n.inputs[2]) if len(n.inputs) > 2 and n.inputs[2] is not None else np.array(False)
-    if training is None or (bool(np.asarray(training).reshape(-1)[0]) and
-                            (ratio is None or float(np.asarray(ratio).reshape(-1)[0]) > 0)):
-        raise LoweringError("dropout in training mode draws random numbers", op=n.op, node=n.name)
-    outs = [x, Fill(Const(True, dt.bool_), x.shape, ctx)]
-    return outs[:len(n.outputs)]
 
 
 def rule_bitcast(ctx, n, ins):

@@ -598,7 +598,7 @@ def rules() -> dict:
     if _RULES is None:
         from .lower_contract import (rule_conv, rule_conv_integer, rule_conv_transpose, rule_einsum,
                                      rule_global_pool, rule_matmul, rule_matmul_integer, rule_pool)
-        from .lower_misc import (_update_rule, rule_bitcast, rule_dequantize_linear, rule_dropout,
+        from .lower_misc import (_update_rule, rule_bitcast, rule_dequantize_linear,
                                  rule_dynamic_quantize_linear, rule_hardmax, rule_lrn, rule_nll_loss,
                                  rule_quantize_linear, rule_requantize, rule_resize)
         _RULES = {
@@ -615,7 +615,7 @@ def rules() -> dict:
             "matmul": rule_matmul, "conv": rule_conv,
             "max_pool": rule_pool, "avg_pool": rule_pool, "lp_pool": rule_pool,
             "global_pool": rule_global_pool,
-            "nll_loss": rule_nll_loss, "hardmax": rule_hardmax, "dropout": rule_dropout, "bitcast": rule_bitcast,
+            "nll_loss": rule_nll_loss, "hardmax": rule_hardmax, "bitcast": rule_bitcast,
             "scatter_elements": rule_scatter_elements, "scatter_nd": rule_scatter_nd, "gather_nd": rule_gather_nd,
             "reverse_sequence": rule_reverse_sequence, "quantize_linear": rule_quantize_linear,
             "dequantize_linear": rule_dequantize_linear, "requantize": rule_requantize,

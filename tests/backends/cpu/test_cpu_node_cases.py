@@ -48,9 +48,6 @@ def test_cpu_expected_failures_name_real_cases_with_reasons():
     assert all(isinstance(r, str) and r.strip() for r in CPU_EXPECTED_FAILURES.values())
 
 
-@pytest.mark.xfail(strict=True, reason="issue #4 is open: 122 node cases pass on interp but not natively "
-                   "on cpu (88 of them strings, control flow, run-time output shapes, random); the issue "
-                   "allows 5% (91). Strict: this starts failing the day the list fits, so remove the mark then.")
 def test_cpu_expected_failures_within_five_percent_of_interp_passes():
     interp_passes = sum(1 for n in NAMES if n not in EXPECTED_FAILURES)
     limit = int(MAX_CPU_ONLY_FRACTION * interp_passes)

@@ -381,13 +381,14 @@ def test_threads_do_not_change_results():
 
 
 def _graph_with_unlowerable_ops():
-    # det has no cpu lowering: native exp/slice, fallback det, native mul, fallback det, native add
+    # max_roi_pool has no cpu lowering: native exp/slice, fallback pool, native mul, fallback pool, native add
     g = Graph()
-    x = g.add_input("x", TensorType((4, 5), "float32"))
-    sq = g.op("slice", [g.op("exp", [x]), g.add_const(np.array([0], np.int64)), g.add_const(np.array([4], np.int64)),
-                        g.add_const(np.array([1], np.int64))])
-    h = g.op("det", [sq], name="hm")
-    d = g.op("det", [g.op("mul", [sq, h])], name="det1")
+    x = g.add_input("x", TensorType((1, 2, 4, 6), "float32"))
+    sq = g.op("slice", [g.op("exp", [x]), g.add_const(np.array([0], np.int64)), g.add_const(np.array([5], np.int64)),
+                        g.add_const(np.array([3], np.int64))])
+    rois = g.add_const(np.array([[0, 0, 0, 4, 3]], np.float32))
+    h = g.op("max_roi_pool", [sq, rois], {"pooled_shape": (4, 5)}, name="hm")
+    d = g.op("max_roi_pool", [g.op("mul", [sq, h]), rois], {"pooled_shape": (4, 5)}, name="det1")
     g.set_outputs([g.op("add", [d, g.add_const(np.float32(1))]), h])
     return g
 
@@ -401,11 +402,11 @@ def test_missing_lowerings_are_listed_at_once():
 
 def test_fallback_runs_the_reference_between_native_segments():
     g = _graph_with_unlowerable_ops()
-    x = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((1, 2, 4, 6)).astype(np.float32)
     cm = irgraph.compile(g, target="cpu", opt_level=0, fallback=True)
     _close(irgraph.compile(g).run(x), cm.run(x), rtol=1e-5, atol=1e-6)
     rep = cm._run.report
-    assert sorted(f["op"] for f in rep.fallback) == ["det", "det"]
+    assert sorted(f["op"] for f in rep.fallback) == ["max_roi_pool", "max_roi_pool"]
     assert rep.native_count == 4
     assert "2 fallback nodes" in str(rep)
     kinds = [k for k, _ in cm._run.last.segments]
