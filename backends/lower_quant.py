@@ -1,21 +1,26 @@
-"""Lowering of the quantized contractions (``quant_matmul``, ``quant_conv``) to the CPU's int8 GEMM.
+"""Lowering of the quantized ops (``quant_matmul``, ``quant_conv``, ``quant_add``) to the CPU's
+int8 kernels.
 
     quant_matmul: x (..., M, K) rows are A directly (copied once, zero-padded, when K is not a
                   multiple of 4 or the rows are strided); w packed at compile time.
-    quant_conv:   x (N, C, H, W) is stored once as a padded NHWC image (C rounded up to 4,
-                  padding = the activation zero point, int8 flipped to uint8); the GEMM reads each
-                  output pixel's window straight from it through a table of row offsets (one per
-                  pixel) and tap offsets (one per kernel position): an implicit GEMM, no im2col.
-                  Its (pixels, channels) result is transposed into the NCHW output.
+    quant_conv:   x (N, C, H, W) is stored once as a padded NHWC image (``qpack``: padding =
+                  the activation zero point, int8 flipped to uint8); the GEMM reads each output
+                  pixel's window straight from it through a table of row offsets (one per pixel)
+                  and tap offsets (one per kernel row, or per kernel position when dilated
+                  along W): an implicit GEMM, no im2col. Its (pixels, channels) result is
+                  transposed into the NCHW output (``qunpack``).
+    quant_add:    one vector loop over the bytes (``qadd``).
 
-Both end in one ``ExternCall("qgemm")`` whose epilogue (zero-point correction, multiplier, biases,
-activation, requantization) runs on the accumulators in registers. What the GEMM cannot take
-(weights known only at run time, asymmetric weights, grouped or non-2-D convolutions, a
-y_zero_point known only at run time, backends without the int8 template) lowers through the
-op's registry decomposition into integer ops instead.
+The GEMM is one ``ExternCall("qgemm")`` whose epilogue (zero-point correction, multiplier,
+biases, activation, requantization) runs on the accumulators in registers. What the kernels
+cannot take (weights known only at run time, asymmetric weights, grouped or non-2-D
+convolutions, parameters known only at run time, backends without these templates) lowers
+through the op's registry decomposition into integer ops instead. 8-bit ``max_pool`` and
+float32 ``dynamic_quantize_linear`` get vector kernels too (``qmaxpool``, ``qdql``): their
+rules wrap the generic ones, which keep every other case.
 
-Importing this module registers the two rules and teaches the CPU code generator the ``qgemm``
-template (``backends/cpu/gemm_int8.py``).
+Importing this module registers the rules and teaches the CPU code generator these templates
+(``backends/cpu/qgemm_codegen.py``, kernels in ``gemm_int8.py`` and ``qlayout.py``).
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ from irgraph.ops.quant import conv_geometry
 
 from . import lower_ops
 from .kernel_ir import Const, ExternCall, IRBuilder
-from .lower_tensor import Generic, Map, Pending, View, iadd, iclamp, iconst, numel
+from .lower_tensor import Generic, Map, Pending, View, iclamp, iconst, numel
 
 _b = IRBuilder()
 
@@ -48,7 +53,6 @@ class _Plan:
 
     def __init__(self, ctx, n, conv: bool):
         self.reason = None
-        self.conv = conv
         from .cpu.codegen import CpuTemplates
         if not isinstance(ctx.templates, CpuTemplates):
             self.reason = "no int8 GEMM template on this backend"
@@ -220,54 +224,159 @@ def rule_quant_conv(ctx, n, ins):
     Nb, _, H, Wd = x.shape
     outs, pb, _pe, strides, dil = conv_geometry((H, Wd), (kh, kw), n.attrs)
     OH, OW = outs
-    Cp = -(-C // 4) * 4
     Hp = (OH - 1) * strides[0] + (kh - 1) * dil[0] + 1
     Wp = (OW - 1) * strides[1] + (kw - 1) * dil[1] + 1
     signed = x.dtype is dt.int8
-    T = kh * kw
-    # weights in the GEMM's k order: (tap, channel), channels padded to Cp with zeros
+    rows = dil[1] == 1
+    # rows: a kernel row's kw pixels are adjacent in the NHWC image, so each kernel row is one
+    # "tap" of kw*C bytes, padded to whole groups of 4 in the weights only (the 7x7 stem over 3
+    # channels: 7 taps of 6 groups, where a 4-channel image would take 7 taps of 7 and one tap
+    # per kernel position 49 taps of 1). Otherwise one tap per position, channels padded to 4.
+    Cp = C if rows else -(-C // 4) * 4
+    per_tap = kw * C if rows else Cp
+    KG = -(-per_tap // 4)
     Wk = np.zeros((kh, kw, Cp, Mo), np.int8)
     Wk[:, :, :C, :] = W.transpose(2, 3, 1, 0)
-    Wk = Wk.reshape(T * Cp, Mo)
+    if rows:
+        T = kh
+        Wk = np.concatenate([Wk.reshape(kh, kw * C, Mo), np.zeros((kh, KG * 4 - kw * C, Mo), np.int8)], axis=1)
+        tapoff = (np.arange(kh) * dil[0] * Wp * Cp).astype(np.int64)
+    else:
+        T = kh * kw
+        ti, tj = np.meshgrid(np.arange(kh), np.arange(kw), indexing="ij")
+        tapoff = ((ti * dil[0] * Wp + tj * dil[1]) * Cp).reshape(-1).astype(np.int64)
+    Wk = Wk.reshape(T * KG * 4, Mo)
     P = Nb * OH * OW
     n_, oh, ow = np.meshgrid(np.arange(Nb), np.arange(OH), np.arange(OW), indexing="ij")
     rowoff = (((n_ * Hp + oh * strides[0]) * Wp + ow * strides[1]) * Cp).reshape(-1).astype(np.int64)
-    ti, tj = np.meshgrid(np.arange(kh), np.arange(kw), indexing="ij")
-    tapoff = ((ti * dil[0] * Wp + tj * dil[1]) * Cp).reshape(-1).astype(np.int64)
+    # the last group of a row may read up to 3 bytes past the window (times zero weights):
+    # slack after the image keeps them inside the buffer
+    slack = KG * 4 - per_tap
 
     def emit(c, dest):
         xzp = _scalar_i32_buffer(c, ins[1], 128 if signed else 0, "qxzp")
-        X = x
-        zp_t = View.of(xzp, c).reshape(())
-
-        # the padded NHWC image: x where the window reads the input, the zero point elsewhere
-        def fn(idx):
-            nb, i, j, ch = idx
-            si, sj = iadd(i, iconst(-pb[0])), iadd(j, iconst(-pb[1]))
-            ok = _b.and_(_b.and_(_b.ge(si, iconst(0)), _b.lt(si, iconst(H))),
-                         _b.and_(_b.ge(sj, iconst(0)), _b.lt(sj, iconst(Wd))))
-            ok = _b.and_(ok, _b.lt(ch, iconst(C)))
-            v = X.at([nb, iclamp(ch, 0, C - 1), iclamp(si, 0, H - 1), iclamp(sj, 0, Wd - 1)])
-            v = _b.add(_b.cast(v, dt.int32), Const(128 if signed else 0, dt.int32))
-            return _b.cast(_b.select(ok, v, zp_t.at([])), dt.uint8)
-        img = c.buffer("qnhwc", dt.uint8, (Nb, Hp, Wp, Cp), "temp")
-        c.store(Generic((Nb, Hp, Wp, Cp), dt.uint8, c, fn, 6), View.of(img, c))
+        X = _contiguous(c, x)
+        # the padded NHWC image: x where the windows read the input, the zero point elsewhere
+        img = c.buffer("qnhwc", dt.uint8, (Nb * Hp * Wp * Cp + slack,), "temp")
+        c.body.append(ExternCall("qpack", [X.buf, img, xzp], {
+            "offsets": [X.offset, 0, 0], "ints": [Nb, C, H, Wd, Hp, Wp, Cp, pb[0], pb[1]], "flip": signed}))
         rbuf = c.buffer("qrowoff", dt.int64, rowoff.shape, "const", rowoff)
         tbuf = c.buffer("qtapoff", dt.int64, tapoff.shape, "const", tapoff)
         tmp = c.buffer("qpix", odt, (P, Mo), "temp")
-        _qgemm(c, n, img, 0, 0, (rbuf, 0), (tbuf, 0), T, Cp // 4, Wk, tmp, 0, Mo, P, Mo, xzp, False, ins)
-        pix = View.of(tmp, c, (Nb, OH, OW, Mo)).permute((0, 3, 1, 2))
-        c.store(Generic(dest.shape, odt, c, pix.at, 0), dest)
+        _qgemm(c, n, img, 0, 0, (rbuf, 0), (tbuf, 0), T, KG, Wk, tmp, 0, Mo, P, Mo, xzp, False, ins)
+        out = dest if dest.contiguous else View.of(c.buffer("qnchw", odt, dest.shape, "temp"), c)
+        c.body.append(ExternCall("qunpack", [tmp, out.buf], {
+            "offsets": [0, out.offset], "ints": [Nb, OH * OW, Mo], "esize": odt.itemsize}))
+        if out is not dest:
+            c.store(Generic(dest.shape, odt, c, out.at, 0), dest)
     return [Pending(shape, odt, ctx, emit, "quant_conv")]
 
 
-RULES: dict = {"quant_matmul": rule_quant_matmul, "quant_conv": rule_quant_conv}
+def _contiguous(c, t) -> View:
+    v = c.force(t)
+    if v.contiguous:
+        return v
+    out = View.of(c.buffer("qcont", t.dtype, t.shape, "temp"), c)
+    c.store(Generic(t.shape, t.dtype, c, v.at, 0), out)
+    return out
+
+
+def rule_quant_add(ctx, n, ins):
+    """Q(act(DQ(a) + DQ(b))) as one vector loop over bytes (qlayout.emit_add)."""
+    from .cpu.codegen import CpuTemplates
+    shape, odt = n.outputs[0].type.shape, n.outputs[0].dtype
+    vals = [_known(_node_input(n, i)) for i in (1, 2, 4, 5, 6, 7)]
+    a, b = ins[0], ins[3]
+    if (not isinstance(ctx.templates, CpuTemplates) or any(v is None for v in vals)
+            or tuple(a.shape) != tuple(shape) or tuple(b.shape) != tuple(shape)):
+        return _fallback(ctx, n, ins)
+    params = np.array([float(np.asarray(v).reshape(())) for v in vals], np.float32)
+
+    def emit(c, dest):
+        A, Bv = _contiguous(c, a), _contiguous(c, b)
+        out = dest if dest.contiguous else View.of(c.buffer("qadd", odt, dest.shape, "temp"), c)
+        pbuf = c.buffer("qadd_params", dt.float32, (6,), "const", params)
+        c.body.append(ExternCall("qadd", [A.buf, Bv.buf, out.buf, pbuf], {
+            "offsets": [A.offset, Bv.offset, out.offset, 0], "ints": [numel(shape)],
+            "a_signed": a.dtype is dt.int8, "b_signed": b.dtype is dt.int8, "y_signed": odt is dt.int8,
+            "relu": n.attrs["activation"] == "relu"}))
+        if out is not dest:
+            c.store(Generic(dest.shape, odt, c, out.at, 0), dest)
+    return [Pending(shape, odt, ctx, emit, "quant_add")]
+
+
+def rule_max_pool_int8(base):
+    """max_pool of 8-bit NCHW tensors (2-D, no dilation, no indices) on the qmaxpool kernel;
+    everything else goes on to ``base``, the generic rule."""
+    def rule(ctx, n, ins):
+        from irgraph.ops.windows import raiser, window_plan
+
+        from .cpu.codegen import CpuTemplates
+        x = ins[0]
+        a = n.attrs
+        if (x.dtype not in (dt.uint8, dt.int8) or x.rank != 4 or a.get("indices") or a.get("ceil_mode")
+                or not isinstance(ctx.templates, CpuTemplates)):
+            return base(ctx, n, ins)
+        kernel = tuple(a["kernel_shape"])
+        plan = window_plan(x.shape[2:], kernel, a, raiser(n.op))
+        if any(d != 1 for d in plan.dilations) or plan.strides[1] > 4:
+            return base(ctx, n, ins)
+        shape = n.outputs[0].type.shape
+
+        def emit(c, dest):
+            X = _contiguous(c, x)
+            out = dest if dest.contiguous else View.of(c.buffer("qpool", x.dtype, dest.shape, "temp"), c)
+            N_, C_, H, W = x.shape
+            c.body.append(ExternCall("qmaxpool", [X.buf, out.buf], {
+                "offsets": [X.offset, out.offset], "signed": x.dtype is dt.int8, "sw": plan.strides[1],
+                "ints": [N_ * C_, H, W, shape[2], shape[3], kernel[0], kernel[1], plan.strides[0],
+                         plan.pads_begin[0], plan.pads_begin[1]]}))
+            if out is not dest:
+                c.store(Generic(dest.shape, x.dtype, c, out.at, 0), dest)
+        return [Pending(shape, x.dtype, ctx, emit, "max_pool")]
+    rule.int8_wrapper = True
+    return rule
+
+
+def rule_dynamic_quantize_int8(base):
+    """dynamic_quantize_linear of a float32 tensor on the qdql kernel (one range pass, one
+    vectorized quantizing pass); other backends go on to ``base``."""
+    def rule(ctx, n, ins):
+        from .cpu.codegen import CpuTemplates
+        x = ins[0]
+        if x.dtype is not dt.float32 or not isinstance(ctx.templates, CpuTemplates) or x.size == 0:
+            return base(ctx, n, ins)
+        shape = x.shape
+        scale = View.of(ctx.buffer("qdql_scale", dt.float32, (), "temp"), ctx)
+        zp = View.of(ctx.buffer("qdql_zp", dt.uint8, (), "temp"), ctx)
+
+        def emit(c, dest):
+            X = _contiguous(c, x)
+            out = dest if dest.contiguous else View.of(c.buffer("qdql", dt.uint8, shape, "temp"), c)
+            c.body.append(ExternCall("qdql", [X.buf, out.buf, scale.buf, zp.buf], {
+                "offsets": [X.offset, out.offset, 0, 0], "ints": [numel(shape)]}))
+            if out is not dest:
+                c.store(Generic(dest.shape, dt.uint8, c, out.at, 0), dest)
+        y = ctx.force(Pending(shape, dt.uint8, ctx, emit, "dynamic_quantize_linear"))
+        return [y, scale, zp]
+    rule.int8_wrapper = True
+    return rule
+
+
+RULES: dict = {"quant_matmul": rule_quant_matmul, "quant_conv": rule_quant_conv, "quant_add": rule_quant_add}
 
 
 def register(table: dict | None = None) -> None:
     """Add this module's rules to the lowering table and the qgemm template to the CPU code
     generator."""
-    (lower_ops.rules() if table is None else table).update(RULES)
+    table = lower_ops.rules() if table is None else table
+    table.update(RULES)
+    # 8-bit max pooling and run-time quantization get vector kernels; every other case of
+    # these two ops goes on to the generic rule
+    if not getattr(table.get("max_pool"), "int8_wrapper", False):
+        table["max_pool"] = rule_max_pool_int8(table["max_pool"])
+    if not getattr(table.get("dynamic_quantize_linear"), "int8_wrapper", False):
+        table["dynamic_quantize_linear"] = rule_dynamic_quantize_int8(table["dynamic_quantize_linear"])
     from .cpu import qgemm_codegen
     qgemm_codegen.install()
 

@@ -11,6 +11,7 @@ import os
 from .compiled import CompiledModel
 from .errors import IrgraphError
 from .graph import Graph
+from .ops import sparse  # noqa: F401  (sparse_matmul / sparse_conv: pruned graphs and artifacts too)
 from .targets import get_target
 
 # targets whose backends compile fused groups get -O2 by default; the interpreter stays the
@@ -48,7 +49,7 @@ def to_graph(model, input_specs=None) -> Graph:
 
 def compile(model, target: str = "interp", opt_level: int | None = None, *, input_specs=None,  # noqa: A001
             quantize: str | None = None, calibrate=None, keep_float=None, observer: str | None = None,
-            **options) -> CompiledModel:
+            prune: str | None = None, **options) -> CompiledModel:
     """Compile ``model`` for ``target`` and return a callable ``CompiledModel``.
 
     ``model`` is an ONNX path/bytes/ModelProto, a Graph, or a DSL model with ``input_specs``
@@ -65,6 +66,12 @@ def compile(model, target: str = "interp", opt_level: int | None = None, *, inpu
     ``keep_float`` ("auto" or layer names) leaves layers in float. The accuracy report is
     ``model.quant_report`` (see ``irgraph.passes.quant_report``).
 
+    ``prune="magnitude:0.5"`` (``:layer`` default, or ``:global``) zeroes the smallest weights of
+    conv/matmul layers, and on ``cpu`` runs layers past the measured crossover with CSR kernels;
+    ``prune="channels:0.3"`` removes the weakest conv/matmul output channels and shrinks their
+    consumers. Parameters, bytes and FLOPs before/after are ``model.prune_report`` (see
+    ``irgraph.passes.prune_report``; ``irgraph.training.prune`` fine-tunes a pruned model).
+
     >>> m = irgraph.compile("model.onnx")                 # doctest: +SKIP
     >>> y = m(x)                                          # doctest: +SKIP
     >>> m2 = irgraph.compile("model.onnx", opt_level=2)   # doctest: +SKIP
@@ -74,17 +81,21 @@ def compile(model, target: str = "interp", opt_level: int | None = None, *, inpu
     level = _check_level(DEFAULT_OPT_LEVEL.get(target, FALLBACK_OPT_LEVEL) if opt_level is None else opt_level)
     from irgraph.passes.quantize_options import QuantOptions
     quant = QuantOptions.parse(graph, quantize, calibrate, keep_float, observer)
+    from irgraph.passes.prune_options import PruneOptions
+    pruning = PruneOptions.parse(prune)
     report = None
-    if level > 0 or quant is not None:
-        graph, report = optimize_graph(graph, level, quant=quant)
+    if level > 0 or quant is not None or pruning is not None:
+        graph, report = optimize_graph(graph, level, quant=quant, prune=pruning, target=target)
     if target == "cpu":
         import irgraph.backends.lower_quant  # noqa: F401  (int8 kernels for quant_conv / quant_matmul)
+        import irgraph.backends.lower_sparse  # noqa: F401  (CSR kernels for sparse_conv / sparse_matmul)
     runner = factory(graph, **options)
     compiled = CompiledModel(graph, target, runner, options)
     compiled.opt_level = level
     compiled.pass_report = report
     if quant is not None:
         compiled.quant_report = quant.finish(compiled, graph)
+    compiled.prune_report = pruning.finish(graph) if pruning is not None else None
     return compiled
 
 
@@ -100,7 +111,8 @@ def _check_level(level) -> int:
 
 
 def optimize_graph(model, opt_level: int = 2, *, dump_after=None, dump_dir: str = "irgraph-dump",
-                   verify: bool = False, options: dict | None = None, quant=None):
+                   verify: bool = False, options: dict | None = None, quant=None, prune=None,
+                   target: str | None = None):
     """Run the ``-O<opt_level>`` pipeline on a copy of ``model``'s graph.
 
     Returns ``(graph, report)`` (report: ``irgraph.passes.PassReport``). ``dump_after`` is a pass
@@ -108,6 +120,8 @@ def optimize_graph(model, opt_level: int = 2, *, dump_after=None, dump_dir: str 
     as text and ONNX; the files written are listed in ``report.dumped``. ``options`` are pass
     knobs (``PassContext.options``), e.g. ``{"plan_memory.dims": {"N": 8}}``. ``quant``: a
     ``QuantOptions`` (passes/quantize_options.py); quantized ONNX models get ``fold_qdq`` anyway.
+    ``prune``: a spec string or ``PruneOptions`` (passes/prune_options.py); ``target`` tells the
+    pruning passes whether CSR kernels exist there (None: assume cpu).
     """
     from irgraph.passes import PassContext, optimize, run_passes
     from irgraph.passes.pipelines import pipeline
@@ -116,9 +130,14 @@ def optimize_graph(model, opt_level: int = 2, *, dump_after=None, dump_dir: str 
     names = [getattr(p, "name", p) for p in pipeline(level)]
     model = to_graph(model)
     planned = plan_passes(names, model, quant)
+    from irgraph.passes.prune_options import PruneOptions, plan_passes as plan_prune
+    prune = PruneOptions.parse(prune)
+    planned = plan_prune(planned, prune)
     ctx = PassContext(opt_level=level, verify=verify, options=dict(options or {}))
     if quant is not None:
         ctx.options.update(quant.pass_options())
+    if prune is not None:
+        ctx.options.update(prune.pass_options(target))
     dump = None
     if dump_after:
         which = dump_after if dump_after == "all" else _dump_names(dump_after, planned, level)

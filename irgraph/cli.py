@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--out", metavar="FILE",
                    help="write the --format output (or the text/JSON report) to FILE instead of stdout")
     _add_quant_args(s, "print the accuracy report of quantizing the model")
+    _add_prune_args(s, "print parameters, bytes and FLOPs before/after pruning (with --stats: the pass table)")
 
     c = sub.add_parser("compile", help="compile a model into an artifact folder (manifest, .npy weights, "
                        "graph, object code) that 'irgraph run' and irgraph.load read")
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--out", required=True, metavar="PATH",
                    help="artifact folder to write, e.g. model.irg (replaced only if it is an artifact)")
     _add_quant_args(c, "quantize conv/matmul layers")
+    _add_prune_args(c, "prune conv/matmul layers")
 
     r = sub.add_parser("run", help="run a model on inputs from a .npz file (or seeded random inputs)")
     r.add_argument("model", help="ONNX model file or artifact folder (irgraph compile -o)")
@@ -108,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cold", action="store_true", help="compile with an empty compile cache")
     b.add_argument("--json", action="store_true", help="print the figures as one JSON document")
     _add_quant_args(b, "time the int8 model against irgraph's fp32 build of it, interleaved")
+    _add_prune_args(b, "time the pruned model against irgraph's unpruned build of it, interleaved")
     return p
 
 
@@ -120,6 +123,17 @@ def _add_quant_args(p, what: str) -> None:
                    help="how activation ranges are chosen from the calibration data (default minmax)")
     g.add_argument("--keep-float", metavar="auto|NAMES",
                    help="layers left in float: 'auto' (below a sensitivity threshold) or comma-separated names")
+
+
+def _add_prune_args(p, what: str) -> None:
+    g = p.add_argument_group("pruning", f"--prune: {what}")
+    g.add_argument("--prune", metavar="SPEC",
+                   help="magnitude:RATIO[:layer|global] (unstructured; CSR kernels past the measured "
+                        "crossover) or channels:RATIO (structured: whole channels removed), 0 <= RATIO < 1")
+
+
+def _prune_kwargs(args) -> dict:
+    return {} if getattr(args, "prune", None) is None else {"prune": args.prune}
 
 
 def _quant_kwargs(args) -> dict:
@@ -186,7 +200,8 @@ def cmd_compile(args) -> int:
     from pathlib import Path
     _check_destination(Path(args.out))   # before the (slow) compile
     dims = _parse_dims(args.dim)
-    model = compile_model(_load(args.model), target=args.target, opt_level=args.opt_level, **_quant_kwargs(args))
+    model = compile_model(_load(args.model), target=args.target, opt_level=args.opt_level, **_quant_kwargs(args),
+                          **_prune_kwargs(args))
     if dims:
         symbols = {d for t in model.input_types for d in (t.shape or ()) if not isinstance(d, int)}
         unknown = sorted(set(dims) - symbols)
@@ -202,6 +217,8 @@ def cmd_compile(args) -> int:
     print(f"wrote {args.out} (target {model.target}, -O{model.opt_level})")
     if model.quant_report is not None:
         print(model.quant_report.format())
+    if model.prune_report is not None:
+        print(model.prune_report.format())
     return 0
 
 
@@ -235,13 +252,15 @@ def cmd_show(args) -> int:
     report = None
     from .passes.quantize_options import QuantOptions
     quant = QuantOptions.parse(g, **_quant_kwargs(args))
-    if level > 0 or args.dump_after or quant is not None:
+    from .passes.prune_options import PruneOptions
+    prune = PruneOptions.parse(args.prune)
+    if level > 0 or args.dump_after or quant is not None or prune is not None:
         from .api import optimize_graph
         dump = args.dump_after
-        if dump and level == 0 and quant is None:
+        if dump and level == 0 and quant is None and prune is None:
             raise InputError("--dump-after needs an optimization level: -O0 runs no passes", hint="add -O2")
         g, report = optimize_graph(g, level, dump_after=dump, dump_dir=args.dump_dir,
-                                   options={"plan_memory.dims": dims}, quant=quant)
+                                   options={"plan_memory.dims": dims}, quant=quant, prune=prune)
     written = list(getattr(report, "dumped", []) or [])
 
     if args.format in ("onnx", "dot", "svg"):
@@ -268,12 +287,16 @@ def cmd_show(args) -> int:
     if args.json:
         if written:
             s["files"] = written
+        if prune is not None:
+            s["prune_report"] = g.meta.get("prune_report")
         text = json.dumps(s, indent=2, default=_json_default) + "\n"
     else:
         body = format_optimized(s, report, stats=args.stats) if "kernels" in s else format_summary(s)
         text = ("" if args.no_ir else str(g) + "\n\n") + body + "\n"
         if quant is not None:
             text += "\n" + _quant_text(g, quant) + "\n"
+        if prune is not None:
+            text += "\n" + prune.finish(g).format() + "\n"
         if written:
             text += "\n" + "\n".join(f"wrote {f}" for f in written) + "\n"
     if args.out and args.format == "text":
@@ -397,6 +420,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.prune is not None:
+        return _bench_pruned(args)
     if args.quantize is not None:
         return _bench_quantized(args)
     from .bench import bench
@@ -411,6 +436,32 @@ def cmd_bench(args) -> int:
     if not result.outputs_match:   # the figures are printed, but a benchmark of wrong results fails
         print(f"irgraph: error: {result.mismatch_message()}", file=sys.stderr)
         return EXIT_ERROR
+    return 0
+
+
+def _bench_pruned(args) -> int:
+    from .passes.prune_options import bench_pruned
+    if args.compare or args.cold or args.quantize is not None:
+        raise InputError("--prune compares the pruned model with irgraph's unpruned build; "
+                         "drop --compare/--cold/--quantize")
+    res = bench_pruned(args.model, args.prune, threads=args.threads, dims=_parse_dims(args.dim),
+                       warmup=args.warmup, repeat=args.repeat, seed=args.seed, opt_level=args.opt_level)
+    rep = res.pop("prune_report")
+    if args.json:
+        res["prune_report"] = rep.to_dict() if rep is not None else None
+        sys.stdout.write(json.dumps(res, indent=2, default=_json_default) + "\n")
+        return 0
+    rt = res["runtimes"]
+    print(f"{args.model}: {res['threads']} thread(s), {res['repeat']} interleaved runs each")
+    for name in ("pruned", "dense"):
+        r = rt[name]
+        print(f"  irgraph {name:<6} median {r['median_ms']:.4f} ms  (p10 {r['p10_ms']:.4f}, p90 {r['p90_ms']:.4f}); "
+              f"compile {res['compile_s'][name]:.1f} s")
+    print(f"  pruned speedup over unpruned: {res['speedup']:.2f}x")
+    for name, d in res["max_abs_diff"].items():
+        print(f"  {name}: pruned vs unpruned max abs diff {d:.4g} (pruning changes the function)")
+    if rep is not None:
+        print(rep.format())
     return 0
 
 

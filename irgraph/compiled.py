@@ -41,6 +41,7 @@ class CompiledModel:
         self.input_types: list[TensorType] = [v.type for v in graph.inputs]
         self.output_types: list[TensorType] = [v.type for v in graph.outputs]
         self.quant_report = None   # irgraph.compile(quantize=...): the accuracy it cost (passes/quant_report.py)
+        self.prune_report = None   # irgraph.compile(prune=...): what pruning saved (passes/prune_report.py)
 
     def __call__(self, *args, **kwargs):
         outs = self.run(*args, **kwargs)

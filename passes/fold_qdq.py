@@ -443,6 +443,36 @@ def _sink_dq(m: Match, g: Graph):
     return g.op("dequantize_linear", [inner, s] + ([z] if z is not None else []), dict(dqn.attrs))
 
 
+def _fold_add(m: Match, g: Graph):
+    """Q(relu?(DQ(a) + DQ(b))), all per tensor and of one shape: quant_add (QLinearAdd)."""
+    qn = m.root
+    v = m["x"]
+    users = g.users()
+    act = "none"
+    if v.producer is not None and v.producer.op == "relu" and len(users.get(v, ())) == 1:
+        act, v = "relu", v.producer.inputs[0]
+    add = v.producer
+    if add is None or add.op != "add" or len(users.get(v, ())) != 1 or v in g.outputs or qn.attrs["block_size"]:
+        return None
+    parts = [dq_parts(x) for x in add.inputs]
+    shape = qn.outputs[0].shape
+    if any(p is None or p[0].shape != shape for p in parts) or qn.outputs[0].dtype not in INT8:
+        return None
+    ys = value(qn.inputs[1])
+    zv = qn.inputs[2] if len(qn.inputs) > 2 else None
+    yz = value(zv) if zv is not None else np.zeros((), qn.outputs[0].dtype.np)
+    if ys is None or yz is None or ys.size != 1 or ys.dtype != np.float32:
+        return None
+    ins = []
+    for xq, s, z, _ in parts:
+        if value(s) is None or (z is not None and value(z) is None):
+            return None
+        ins += [xq, s, z if z is not None else g.add_const(np.zeros((), xq.dtype.np), "zero_point")]
+    ins += [g.add_const(np.float32(ys.reshape(())), "y_scale"),
+            g.add_const(np.asarray(yz).reshape(()).astype(qn.outputs[0].dtype.np), "y_zero_point")]
+    return g.op("quant_add", ins, {"activation": act}, name=add.name)
+
+
 def _is_float_quant(v: Value) -> bool:
     return _float_quant(v) is not None
 
@@ -458,6 +488,7 @@ RULES = [
                                  Var("q", where=_is_float_quant)), _absorb_activation),
     Rule("absorb_quantize", Op("quantize_linear", Var("q", where=_is_float_quant)), _absorb_quantize),
     Rule("cancel_qdq", Op("quantize_linear", Var("d")), _cancel_qdq),
+    Rule("qdq_add", Op("quantize_linear", Var("x")), _fold_add),
     Rule("sink_dequantize", Op(COMMUTING, Var("d")), _sink_dq),
 ]
 

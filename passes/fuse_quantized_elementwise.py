@@ -1,8 +1,9 @@
 """Elementwise work between int8 kernels as one loop over integers: ``DQ -> elementwise -> Q``.
 
 After ``fold_qdq`` the int8 kernels read and write uint8/int8 tensors; what is left between them
-is float arithmetic on dequantized values that is quantized again, e.g. a ResNet residual
-``Q(relu(DQ(a) + DQ(b)))``. Each ``quantize_linear`` grows a region backwards through the
+is float arithmetic on dequantized values that is quantized again (``fold_qdq`` already turns
+the common ``Q(relu?(DQ(a) + DQ(b)))`` residual into one ``quant_add``; this pass takes the
+other shapes of it, e.g. a mul or a chain). Each ``quantize_linear`` grows a region backwards through the
 elementwise ops and per-tensor ``dequantize_linear``s that only it reads (all of its output's
 shape), and the region becomes one fused group (``group="quantized"``): one loop reading the
 8-bit inputs and writing the 8-bit output, with no float tensor in memory. (``fuse_elementwise``

@@ -97,7 +97,8 @@ def kl_threshold(hist: np.ndarray, edges: np.ndarray, levels: int = QUANT_LEVELS
     if nbins <= levels or hist.sum() == 0:
         return float(edges[-1])
     best, best_i = np.inf, nbins
-    for i in range(levels, nbins + 1, max(1, (nbins - levels) // 256)):
+    candidates = sorted(set(range(levels, nbins + 1, max(1, (nbins - levels) // 256))) | {nbins})
+    for i in candidates:
         p = hist[:i].copy()
         p[-1] += hist[i:].sum()
         nz = p > 0

@@ -94,7 +94,8 @@ class QuantReport:
                          _db(r.cumulative.get("sqnr_db")), "int8" if r.quantized else f"float ({r.reason})"))
         w = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         for k, row in enumerate(rows):
-            lines.append("  " + "  ".join(c.ljust(w[i]) if i in (0, 1, 5) else c.rjust(w[i]) for i, c in enumerate(row)))
+            cells = [c.ljust(w[i]) if i in (0, 1, 5) else c.rjust(w[i]) for i, c in enumerate(row)]
+            lines.append(("  " + "  ".join(cells)).rstrip())
             if k == 0:
                 lines.append("  " + "-" * (sum(w) + 2 * (len(w) - 1)))
         for title, res in (("end to end (quantize/dequantize simulation)", self.outputs),

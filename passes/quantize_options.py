@@ -141,8 +141,8 @@ def calibration_feeds(graph: Graph, calibrate) -> list:
         missing = [n for n in names if n not in it]
         unknown = sorted(set(it) - set(names))
         if missing or unknown:
-            raise InputError("the calibration data does not match the model's inputs"
-                             + (f": missing {missing}" if missing else "") + (f"; unknown {unknown}" if unknown else ""),
+            what = ([f"missing {missing}"] if missing else []) + ([f"unknown {unknown}"] if unknown else [])
+            raise InputError("the calibration data does not match the model's inputs: " + "; ".join(what),
                              expected=names, actual=sorted(it))
         arrays = {n: np.asarray(it[n]) for n in names}
         for v in graph.inputs:

@@ -59,14 +59,16 @@ def is_layer(n: Node) -> bool:
 
 
 def _source(v: Value, users: dict, outputs: set) -> Value:
-    """Where quantizing ``v`` can start: back through single-reader ops that commute with it."""
-    while v.producer is not None and v.producer.op in COMMUTING and len(users.get(v, ())) == 1 \
-            and v not in outputs:
+    """Where quantizing ``v`` can start: back through ops that commute with quantization whose
+    input nothing else reads (every reader of ``v`` then gets the same quantized values, and
+    the op itself runs on integers)."""
+    while v.producer is not None and v.producer.op in COMMUTING:
         p = v.producer
         if p.op == "max_pool" and p.attrs.get("indices"):
             break
         src = p.inputs[0]
-        if src.dtype is not dt.float32 or src.const is not None:
+        if src.dtype is not dt.float32 or src.const is not None or len(users.get(src, ())) != 1 \
+                or src in outputs:
             break
         v = src
     return v
@@ -178,7 +180,8 @@ def quantize_static(graph: Graph, ctx) -> bool:
 
     # calibration: ranges of every value that may be quantized, and layer inputs/outputs to measure
     acts = activation_values(graph, candidates)
-    probe = list({id(v): v for v in acts + [n.inputs[0] for n in candidates] + [n.outputs[0] for n in candidates]}.values())
+    ios = [n.inputs[0] for n in candidates] + [n.outputs[0] for n in candidates]
+    probe = list({id(v): v for v in acts + ios}.values())
     observers = {v.name: make_observer(observer) for v in acts}
     kept: list[dict] = []
     float_outs: list = []
@@ -188,7 +191,7 @@ def quantize_static(graph: Graph, ctx) -> bool:
         for v in acts:
             observers[v.name].update(vals[v.name])
         if i < REPORT_FEEDS:
-            kept.append({k: vals[k] for k in {n.inputs[0].name for n in candidates} | {n.outputs[0].name for n in candidates}})
+            kept.append({v.name: vals[v.name] for v in ios})
             float_outs.append(outs)
             samples += int(next(iter(feeds.values())).shape[0]) if feeds and np.ndim(next(iter(feeds.values()))) else 1
     params = {name: uint8_params(*o.range()) for name, o in observers.items()}

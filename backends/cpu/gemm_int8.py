@@ -517,7 +517,7 @@ class CompiledQGemm:
             raise InputError("K must be a multiple of 4 x taps", input="K", actual=K)
         KG = K // (4 * T)
         lda = K if lda is None else lda
-        keep = []
+        keep = []     # every array passed by address stays alive until the call returns (pitfall 6)
 
         def arr(x, dt):
             if x is None:
@@ -539,7 +539,6 @@ class CompiledQGemm:
         nth = self.num_threads if num_threads is None else max(1, int(num_threads))
         self._fn(_ptr(a), lda, _ptr(rowoff), _ptr(tapoff), T, KG, _ptr(bp), _ptr(out), ldc, M, N,
                  _ptr(colsum), _ptr(xz), _ptr(xs), _ptr(mult), _ptr(ibias), _ptr(fbias), _ptr(params), nth)
-        del keep
         return out
 
 

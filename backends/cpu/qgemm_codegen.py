@@ -1,10 +1,10 @@
-"""The ``qgemm`` template in the CPU code generator: an ``ExternCall("qgemm")`` of the kernel IR
-(made by ``backends/lower_quant.py``) becomes a call of an int8 GEMM variant
-(``gemm_int8.QGemmKernel``), emitted into the model's module once per (output type, activation,
-A signedness).
+"""The int8 templates in the CPU code generator: an ``ExternCall("qgemm")`` of the kernel IR (made
+by ``backends/lower_quant.py``) becomes a call of an int8 GEMM variant (``gemm_int8.QGemmKernel``),
+emitted into the model's module once per (output type, activation, A signedness); ``qpack``,
+``qunpack`` and ``qadd`` call the byte kernels of ``qlayout.py``.
 
-``codegen._FnGen.extern`` knows only the fp32 ``gemm``; ``install()`` wraps it so ``qgemm`` calls
-come here and every other template goes on to it. (A table of extern emitters in codegen.py
+``codegen._FnGen.extern`` knows only its own templates; ``install()`` wraps it so these calls come
+here and every other template goes on to it. (A table of extern emitters in codegen.py
 would make the wrapper unnecessary.)
 """
 from __future__ import annotations
@@ -55,8 +55,43 @@ def emit_call(gen, s) -> None:
                 ir.Constant(I64, gen.mg.num_threads)])
 
 
+def emit_layout_call(gen, s) -> None:
+    """``qpack`` / ``qunpack`` / ``qadd`` (backends/cpu/qlayout.py)."""
+    from . import qlayout
+    a = s.attrs
+    b = gen.b
+
+    def ptr(buf, off):
+        p = gen.ptrs[id(buf)]
+        return b.gep(p, [ir.Constant(I64, int(off))], inbounds=True, source_etype=mem_type(buf.dtype)) if off else p
+    ptrs = [ptr(x, o) for x, o in zip(s.args, a["offsets"])]
+    ints = [ir.Constant(I64, int(v)) for v in a["ints"]]
+    nth = ir.Constant(I64, gen.mg.num_threads)
+    mod = gen.mg.module
+    if gen.mg.num_threads > 1:
+        gen.mg.uses_gomp = True
+    if s.fn == "qpack":
+        fn = qlayout.kernel(mod, "pack", flip=a["flip"])
+        x, img, zp = ptrs
+        b.call(fn, [x, img] + ints + [zp, nth])
+    elif s.fn == "qdql":
+        fn = qlayout.kernel(mod, "dql")
+        b.call(fn, ptrs + ints + [nth])
+    elif s.fn == "qmaxpool":
+        fn = qlayout.kernel(mod, "maxpool", signed=a["signed"], sw=a["sw"])
+        b.call(fn, ptrs + ints + [nth])
+    elif s.fn == "qunpack":
+        fn = qlayout.kernel(mod, "unpack", esize=a["esize"])
+        b.call(fn, ptrs + ints + [nth])
+    else:
+        fn = qlayout.kernel(mod, "add", a_signed=a["a_signed"], b_signed=a["b_signed"], y_signed=a["y_signed"],
+                            relu=a["relu"])
+        A, B, Y, params = ptrs
+        b.call(fn, [A, B, Y] + ints + [params, nth])
+
+
 def install() -> None:
-    """Route ``qgemm`` ExternCalls of the CPU code generator here (idempotent)."""
+    """Route the int8 ExternCalls of the CPU code generator here (idempotent)."""
     cls = codegen._FnGen
     if getattr(cls, "_qgemm_installed", False):
         return
@@ -65,6 +100,8 @@ def install() -> None:
     def extern(self, s):
         if s.fn == "qgemm":
             return emit_call(self, s)
+        if s.fn in ("qpack", "qunpack", "qadd", "qmaxpool", "qdql"):
+            return emit_layout_call(self, s)
         return base(self, s)
     cls.extern = extern
     cls._qgemm_installed = True

@@ -21,6 +21,7 @@ from . import (  # noqa: F401,E402
     control,
     rnn,
     quant,
+    qlinear,
     image,
     image_codecs,
     signal,

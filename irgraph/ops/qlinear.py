@@ -298,3 +298,53 @@ register(OpDef(
     doc="int8 convolution accumulated in int32, then multiplier, bias, activation and "
         "requantization to uint8/int8 (with y_zero_point) or float32; channels on axis 1",
 ))
+
+
+# ---- quantized residual add ----------------------------------------------------------------------
+def _quant_add_infer(ctx):
+    from .shapes import broadcast_shapes
+    a, b, yz = ctx.type(0), ctx.type(3), ctx.type(7)
+    for i in (0, 3):
+        if ctx.type(i).dtype not in INT8_TYPES:
+            ctx.fail("the operands must be 8-bit", input=i, expected="uint8 or int8", actual=ctx.type(i).dtype.name)
+    for i, src in ((2, a), (5, b)):
+        if ctx.type(i).dtype is not src.dtype:
+            ctx.fail("a zero point must have its operand's dtype", input=i, expected=src.dtype.name,
+                     actual=ctx.type(i).dtype.name)
+    if yz.dtype not in INT8_TYPES:
+        ctx.fail("y_zero_point must be uint8 or int8", input=7, actual=yz.dtype.name)
+    for i in (1, 2, 4, 5, 6, 7):
+        t = ctx.type(i)
+        if t.shape is not None and not _scalar(t.shape):
+            ctx.fail("scales and zero points are per tensor (scalars)", input=i, expected="[]", actual=t.shape)
+        if i in (1, 4, 6) and t.dtype is not dt.float32:
+            ctx.fail("scales are float32", input=i, expected="float32", actual=t.dtype.name)
+    if ctx.attrs["activation"] not in ("none", "relu"):
+        ctx.fail(f"unknown activation {ctx.attrs['activation']!r}", expected="none | relu")
+    return [out(broadcast_shapes(a.shape, b.shape, ctx=ctx), yz.dtype)]
+
+
+def _quant_add_ref(ins, a):
+    from .quant import dequantize, quantize
+    x = (dequantize(ins[0], ins[1], ins[2], dt.float32) + dequantize(ins[3], ins[4], ins[5], dt.float32))
+    if a["activation"] == "relu":
+        x = np.where(x < 0, np.float32(0), x)
+    odt = DType.from_numpy(np.asarray(ins[7]).dtype)
+    return quantize(x.astype(np.float32), ins[6], ins[7], odt)
+
+
+def _quant_add_decompose(g, ins, a):
+    x = g.op("add", [g.op("dequantize_linear", [ins[0], ins[1], ins[2]]),
+                     g.op("dequantize_linear", [ins[3], ins[4], ins[5]])])
+    if a["activation"] == "relu":
+        x = g.op("relu", [x])
+    return [g.op("quantize_linear", [x, ins[6], ins[7]])]
+
+
+register(OpDef(
+    "quant_add", infer=_quant_add_infer, reference=_quant_add_ref, inputs=(8, 8), kind="other",
+    attrs={"activation": Attr("str", "none", "none | relu")}, differentiable=False,
+    decompose=_quant_add_decompose,
+    doc="quant_add(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp): "
+        "Q(activation(DQ(a) + DQ(b))), all per tensor (ONNX Runtime's QLinearAdd; ResNet's residual)",
+))

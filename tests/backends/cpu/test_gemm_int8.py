@@ -193,3 +193,45 @@ def test_bad_arguments():
     f = build(out="i32")
     with pytest.raises(InputError):
         f(np.zeros((4, 8), np.int8), pack_b(np.zeros((8, 4), np.int8), HOST), 4, 4, 8)   # signed A
+
+
+# ---- the byte kernels around it (backends/cpu/qlayout.py), through compiled graphs -----------------
+def _compile_one(build_graph):
+    import irgraph
+    import irgraph.backends.lower_quant  # noqa: F401  (the int8 lowering rules)
+    from irgraph import Graph
+    g = Graph("one")
+    build_graph(g)
+    return g, irgraph.compile(g, target="cpu", opt_level=0)
+
+
+@pytest.mark.parametrize("shape,k,s,p,dtype", [((1, 8, 40, 41), 3, 2, 1, np.uint8), ((2, 5, 9, 11), 2, 2, 0, np.int8),
+                                               ((1, 3, 20, 37), 3, 1, 1, np.uint8), ((1, 2, 7, 40), 3, 3, 1, np.int8)])
+def test_max_pool_8bit(shape, k, s, p, dtype):
+    from irgraph import TensorType, run_graph
+    from irgraph.dtype import DType
+
+    def build_graph(g):
+        x = g.add_input("x", TensorType(shape, DType.from_numpy(np.dtype(dtype))))
+        g.set_outputs([g.op("max_pool", [x], {"kernel_shape": (k, k), "strides": (s, s), "pads": (p,) * 4})])
+    g, m = _compile_one(build_graph)
+    info = np.iinfo(dtype)
+    x = np.random.default_rng(1).integers(info.min, info.max + 1, shape).astype(dtype)
+    np.testing.assert_array_equal(m(x), run_graph(g, [x])[0])
+    assert "qmaxpool" in m._run.kernels_ir()
+
+
+@pytest.mark.parametrize("shape,scale,shift", [((2, 64, 33), 1.0, 0.0), ((37,), 3.0, -5.0), ((4, 4), 0.0, 0.0),
+                                               ((5, 7), 1.0, 4.0)])
+def test_dynamic_quantize_linear(shape, scale, shift):
+    from irgraph import TensorType, run_graph
+    from irgraph import dtype as dt
+
+    def build_graph(g):
+        x = g.add_input("x", TensorType(shape, dt.float32))
+        g.set_outputs(list(g.op("dynamic_quantize_linear", [x], num_outputs=3)))
+    g, m = _compile_one(build_graph)
+    x = (np.random.default_rng(2).standard_normal(shape) * scale + shift).astype(np.float32)
+    for got, want in zip(m.run(x), run_graph(g, [x])):
+        np.testing.assert_array_equal(got, want)
+    assert "qdql" in m._run.kernels_ir()
