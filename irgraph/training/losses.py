@@ -58,15 +58,29 @@ def cross_entropy(g: Graph, pred: Value, target: Value) -> Value:
 
 
 def sparse_cross_entropy(g: Graph, pred: Value, target: Value) -> Value:
-    """Cross-entropy with integer labels: logits (N, C), labels (N,)."""
+    """Cross-entropy with integer labels: logits (N, C) and labels (N,), or per-position logits
+    (N, T, ..., C) and labels (N, T, ...) (a sequence model's), averaged over every position."""
     if target.dtype.name not in ("int64", "int32"):
         raise IrgraphError("sparse_cross_entropy: labels must be int32 or int64 class indices",
                            input=target.name, expected="int64", actual=target.dtype.name)
-    if pred.shape is not None and len(pred.shape) != 2:
-        raise IrgraphError("sparse_cross_entropy: logits must be (batch, classes)", input=pred.name,
-                           expected="rank 2", actual=str(pred.shape))
+    if pred.shape is not None and len(pred.shape) < 2:
+        raise IrgraphError("sparse_cross_entropy: logits must be (batch, ..., classes)", input=pred.name,
+                           expected="rank >= 2", actual=str(pred.shape))
+    if pred.shape is not None and target.shape is not None and len(target.shape) != len(pred.shape) - 1:
+        raise IrgraphError("sparse_cross_entropy: labels must have the logits' shape without the class axis",
+                           input=target.name, expected=str(tuple(pred.shape[:-1])), actual=str(target.shape))
     if target.dtype.name != "int64":
         target = g.op("cast", [target], {"to": "int64"})
+    if pred.shape is not None and len(pred.shape) > 2:
+        # fold the positions into the batch: nll_loss reads (rows, classes) and (rows,)
+        classes = pred.shape[-1]
+        if not isinstance(classes, int):
+            raise IrgraphError("sparse_cross_entropy: the class axis needs a static size", input=pred.name,
+                               actual=str(pred.shape))
+        pred = g.op("reshape", [pred, g.add_const(np.array([-1, classes], np.int64), "ce_rows_shape")],
+                    name="ce_flat_logits")
+        target = g.op("reshape", [target, g.add_const(np.array([-1], np.int64), "ce_flat_shape")],
+                      name="ce_flat_labels")
     logp = g.op("log_softmax", [pred], {"axis": -1}, name="ce_logp")
     return g.op("nll_loss", [logp, target], {"reduction": "mean"}, name="sparse_ce")
 

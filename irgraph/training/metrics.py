@@ -22,6 +22,8 @@ def _classes(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarr
         p = (pred.reshape(pred.shape[0], -1)[:, 0] > 0).astype(np.int64)
     if target.dtype.kind == "f" and target.ndim >= 2 and target.shape[-1] > 1:
         t = target.argmax(axis=-1)
+    elif target.dtype.kind != "f" and target.shape == p.shape:
+        t = target.astype(np.int64)   # labels per sample, or per position of a sequence model
     else:
         t = target.reshape(p.shape[0], -1)[:, 0]
         t = (t > 0).astype(np.int64) if target.dtype.kind == "f" else t.astype(np.int64)

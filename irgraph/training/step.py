@@ -38,6 +38,15 @@ def _named(g: Graph, v: Value, name: str) -> Value:
     return g.op("identity", [v], name=name, output_names=[name])
 
 
+def _set_outputs(g: Graph, outs: list[Value]) -> None:
+    """Make ``outs`` the step's outputs. A display-name list the forward graph carried (an
+    imported or traced model's ``meta["output_names"]``) named the old outputs; compiled models
+    label outputs by it, so it is rewritten to the step's own names."""
+    g.set_outputs(outs)
+    if "output_names" in g.meta:
+        g.meta["output_names"] = [v.name for v in outs]
+
+
 def _add_loss(g: Graph, tm: Trainable, loss_fn: Callable, target_type: TensorType,
               regularization: Callable | None, params: list[Value]):
     by_name = {v.name: v for v in g.all_values()}
@@ -90,7 +99,7 @@ def build_train_step(tm: Trainable, loss_fn: Callable, optimizer: Optimizer, tar
         o = _named(g, all_vals[out_name], f"{b}/next")
         new_vals.append(o)
         sg.buffers[b] = (b, o.name)
-    g.set_outputs(outs + new_vals)
+    _set_outputs(g, outs + new_vals)
     g.remove_unused()
     return sg
 
@@ -99,6 +108,6 @@ def build_eval_step(tm: Trainable, loss_fn: Callable, target_type: TensorType) -
     g = tm.eval_graph.copy()
     g.name = "eval_step"
     pred, target, loss = _add_loss(g, tm, loss_fn, target_type, None, [])
-    g.set_outputs([_named(g, loss, "loss"), _named(g, pred, "prediction")])
+    _set_outputs(g, [_named(g, loss, "loss"), _named(g, pred, "prediction")])
     g.remove_unused()
     return StepGraph(g, list(tm.data_inputs), target.name)

@@ -79,11 +79,14 @@ class Trainable:
                 return v.name in wanted
         data = [v.name for v in g.inputs]
         params = {}
+        moved = []
         for name, c in list(g.constants.items()):
             if not pick(c) or c not in users:
                 continue
             params[name] = np.array(c.const, copy=True)
             _constant_to_input(g, c)
+            moved.append(c)
+        _forget_known_values(g, moved)
         return cls(g, g, data, params)
 
     def param_types(self) -> dict[str, TensorType]:
@@ -108,8 +111,30 @@ def _constant_to_input(g: Graph, c: Value) -> None:
     del g.constants[c.name]
     c.const = None
     g.inputs.append(c)
-    # inference may have read the constant's value (meta) when typing users: drop it
     c.meta.pop("value", None)
+
+
+def _forget_known_values(g: Graph, sources: list[Value]) -> None:
+    """Drop the compile-time values (``meta["value"]``, see ``ops/evaluate.py``) that were
+    computed from ``sources`` while they were constants: an importer evaluates small nodes on
+    constants (a Gemm weight's transpose, BatchNorm's scale / sqrt(var + eps)), and a value left
+    behind would let constant folding bake the starting weights into every training step."""
+    stale = set(sources)
+
+    def walk(graph: Graph) -> bool:
+        hit = False
+        for n in graph.nodes:
+            reads = any(v is not None and v in stale for v in n.inputs)
+            for sg in n.subgraphs():
+                reads = walk(sg) or reads or any(v in stale for v in sg.captured_values())
+            if reads:
+                hit = True
+                for o in n.outputs:
+                    stale.add(o)
+                    o.meta.pop("value", None)
+        return hit
+
+    walk(g)
 
 
 def as_trainable(model, input_specs=None, trainable=None) -> Trainable:

@@ -102,6 +102,8 @@ class Trainer:
         self.steps_done = 0
         self._train = self._eval = None
         self._target_key = None
+        self._version = 0              # bumped whenever params/buffers change: predict's cache key
+        self._infer = None             # (version, compiled inference model)
 
     # ---- compiling -------------------------------------------------------------------------------
     def _target_type(self, y: np.ndarray) -> TensorType:
@@ -166,7 +168,8 @@ class Trainer:
     def _step(self, xs: list, y: np.ndarray) -> tuple[float, np.ndarray]:
         self._compile(y)
         st = self._train_step
-        outs = dict(zip(self._train.output_names, self._train.run(*self._feeds(st, xs, y, self.optimizer.lr_at(self.steps_done)))))
+        feeds = self._feeds(st, xs, y, self.optimizer.lr_at(self.steps_done))
+        outs = dict(zip(self._train.output_names, self._train.run(*feeds)))
         loss = float(outs["loss"])
         if not math.isfinite(loss):
             raise IrgraphError(f"the loss became {loss} at step {self.steps_done}",
@@ -178,6 +181,7 @@ class Trainer:
         for b, (_, o) in st.buffers.items():
             self.buffers[b] = outs[o]
         self.steps_done += 1
+        self._version += 1
         return loss, outs["prediction"]
 
     def _eval_batch(self, xs, y):
@@ -186,10 +190,18 @@ class Trainer:
         return float(outs["loss"]), outs["prediction"]
 
     def evaluate(self, x, y, batch_size: int = 256) -> dict:
-        xs, y = self._split_x(x), np.asarray(y)
+        """Mean loss and the metrics over ``(x, y)`` with the inference-mode model."""
+        return self._evaluate(self._split_x(x), np.asarray(y), batch_size)
+
+    def _evaluate(self, xs: list, y: np.ndarray, batch_size: int = 256) -> dict:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise IrgraphError("batch_size must be a positive integer", expected=">= 1", actual=batch_size)
+        total, n = 0.0, xs[0].shape[0]
+        if y.ndim == 0 or y.shape[0] != n:
+            raise InputError("targets and data have different numbers of samples", expected=n,
+                             actual=y.shape[0] if y.ndim else "a scalar")
         for m in self.metrics:
             m.reset()
-        total, n = 0.0, xs[0].shape[0]
         for s in range(0, n, batch_size):
             loss, pred = self._eval_batch([a[s:s + batch_size] for a in xs], y[s:s + batch_size])
             total += loss * min(batch_size, n - s)
@@ -199,12 +211,20 @@ class Trainer:
         out.update({m.name: m.result() for m in self.metrics})
         return out
 
+    def inference_model(self):
+        """The inference-mode model (dropout off, running statistics) with the current parameters
+        compiled for the target; compiled again only after the parameters change."""
+        if self._infer is None or self._infer[0] != self._version:
+            import irgraph
+            model = irgraph.compile(self.inference_graph(), target=self.target, opt_level=self.opt_level,
+                                    **self.compile_options)
+            self._infer = (self._version, model)
+        return self._infer[1]
+
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
-        """Predictions of the inference-mode model (dropout off, running statistics)."""
-        import irgraph
+        """Predictions (the model's first output) of the inference-mode model."""
         xs = self._split_x(x)
-        g = self.inference_graph()
-        model = irgraph.compile(g, target=self.target, opt_level=self.opt_level, **self.compile_options)
+        model = self.inference_model()
         outs = [model.run(*[a[s:s + batch_size] for a in xs])[0] for s in range(0, xs[0].shape[0], batch_size)]
         return np.concatenate(outs, axis=0)
 
@@ -254,7 +274,7 @@ class Trainer:
             values = {"loss": total / steps}
             values.update({m.name: m.result() for m in self.metrics})
             if val is not None:
-                values.update({f"val_{k}": v for k, v in self.evaluate(*val).items()})
+                values.update({f"val_{k}": v for k, v in self._evaluate(*val).items()})
             history.append(values)
             bar.end_epoch(values)
             if checkpoint is not None:
@@ -276,11 +296,14 @@ class Trainer:
                         break
         if early_stopping is not None and early_stopping.restore_best and best_params is not None:
             self.params, self.buffers = best_params
+            self._version += 1
         return history
 
     # ---- checkpoints and export ----------------------------------------------------------------------------
     def save(self, folder, meta: dict | None = None, keep: int = 3):
-        info = {"steps_done": self.steps_done, "optimizer": self.optimizer.config(), **(meta or {})}
+        # the shuffling generator's state too, so a resumed fit draws the same epochs
+        info = {"steps_done": self.steps_done, "optimizer": self.optimizer.config(),
+                "shuffle_rng": self.rng.bit_generator.state, **(meta or {})}
         return save_checkpoint(folder, self.steps_done, self.params, self.state, self.buffers, info, keep)
 
     def restore(self, folder) -> dict:
@@ -300,6 +323,10 @@ class Trainer:
                                expected=sorted(map(str, self.state)), actual=sorted(map(str, state)))
         self.params, self.state, self.buffers = params, state, buffers
         self.steps_done = int(meta.get("steps_done", meta.get("step", 0)))
+        rng_state = meta.get("shuffle_rng")
+        if isinstance(rng_state, dict) and rng_state.get("bit_generator") == type(self.rng.bit_generator).__name__:
+            self.rng.bit_generator.state = rng_state
+        self._version += 1
         return meta
 
     def inference_graph(self):
@@ -316,15 +343,21 @@ class Trainer:
         g.inputs = keep
         return g
 
-    def export_onnx(self, path) -> None:
-        """Write the trained inference model as ONNX (standard ops where the exporter has them)."""
+    def export_onnx(self, path=None, *, standard: bool = True, opset: int | None = None):
+        """The trained inference model as ONNX, written atomically to ``path`` when given; returns
+        the ModelProto. ``standard=True`` writes default-domain ONNX ops wherever one fits exactly
+        (so onnxruntime runs it); ``False`` writes core ops in the ``ai.irgraph`` domain."""
+        g = self.inference_graph()
+        if standard:
+            from irgraph.frontends.onnx.export_standard import export_standard
+            return export_standard(g, path, **({"opset": opset} if opset else {}))
         from irgraph.frontends.onnx.exporter import export_model
-        export_model(self.inference_graph(), path)
+        return export_model(g, path)
 
 
 def train(model, loss, optimizer="sgd", data=None, *, epochs: int = 1, batch_size: int = 32,
           validation=None, metrics=(), early_stopping: EarlyStopping | None = None, target: str = "interp",
-          checkpoint=None, verbose: bool = True, **trainer_options) -> History:
+          checkpoint=None, shuffle: bool = True, verbose: bool = True, **trainer_options) -> History:
     """Train ``model`` on ``data = (x, y)`` and return the History (``history.trainer`` holds the
     Trainer with the trained parameters)."""
     if data is None or not isinstance(data, (tuple, list)) or len(data) != 2:
@@ -332,4 +365,4 @@ def train(model, loss, optimizer="sgd", data=None, *, epochs: int = 1, batch_siz
                            actual=type(data).__name__)
     trainer = Trainer(model, loss, optimizer, target=target, metrics=metrics, **trainer_options)
     return trainer.fit(data[0], data[1], epochs=epochs, batch_size=batch_size, validation=validation,
-                       early_stopping=early_stopping, checkpoint=checkpoint, verbose=verbose)
+                       shuffle=shuffle, early_stopping=early_stopping, checkpoint=checkpoint, verbose=verbose)
