@@ -32,7 +32,7 @@ from . import lower_select  # noqa: F401  (registers its lowering rules)
 from . import (lower_attention, lower_col2im, lower_deform_conv, lower_det,  # noqa: F401 (importing
                lower_dropout, lower_e8m0, lower_max_unpool, lower_stft,  # them registers their
                lower_roi_align, lower_scan, lower_tensor_scatter,         # lowering rules)
-               lower_tree_ensemble, lower_quant)
+               lower_tree_ensemble, lower_quant, lower_sparse)
 from .kernel_ir import (SUPPORTED_DTYPES, Buffer, Const, Kernel, Loop, LoweringError, Store,
                         Var)
 from .lower_tensor import Fill, Map, Pending, T, View, delinearize, numel

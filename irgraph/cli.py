@@ -129,7 +129,8 @@ def _add_prune_args(p, what: str) -> None:
     g = p.add_argument_group("pruning", f"--prune: {what}")
     g.add_argument("--prune", metavar="SPEC",
                    help="magnitude:RATIO[:layer|global] (unstructured; CSR kernels past the measured "
-                        "crossover) or channels:RATIO (structured: whole channels removed), 0 <= RATIO < 1")
+                        "crossover) or channels:RATIO[:ALIGN] (structured: whole channels removed; kept "
+                        "counts rounded to multiples of ALIGN), 0 <= RATIO < 1")
 
 
 def _prune_kwargs(args) -> dict:

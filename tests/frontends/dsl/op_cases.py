@@ -153,6 +153,9 @@ CASES.update({
                       np.array([[1, -2], [3, 0], [-1, 1]], np.int8), np.int8(0), f32(0.5)], {}),
     "quant_conv": ([np.arange(16, dtype=np.uint8).reshape(1, 1, 4, 4), np.uint8(3),
                     np.array([[[[1, -1], [2, 0]]]], np.int8), np.int8(0), f32(0.25)], {"activation": "relu"}),
+    "sparse_matmul": ([R(2, 3), np.array([0, 2, 3], np.int32), np.array([0, 2, 1], np.int32), R(3)], {"k": 3}),
+    "sparse_conv": ([X4, np.array([0, 2, 3], np.int32), np.array([0, 17, 9], np.int32), R(3), R(2)],
+                    {"in_channels": 2, "kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
     "random_uniform": ([I(2, 3)], {"seed": 1.0}), "random_normal": ([I(2, 3)], {"seed": 1.0}),
     "bernoulli": ([P(2, 3) / 2], {"seed": 1.0}), "multinomial": ([R(2, 3)], {"seed": 1.0, "sample_size": 2}),
 })
