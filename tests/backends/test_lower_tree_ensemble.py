@@ -8,31 +8,12 @@ import math
 import numpy as np
 import pytest
 
-import irgraph
 from irgraph import dtype as dt
-from irgraph.backends.lower import lower_node
 from irgraph.graph import Graph
 from irgraph.types import TensorType
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _private_object_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("IRGRAPH_CACHE_DIR", str(tmp_path_factory.mktemp("irgraph_cache")))
-        yield
-
-
-def _compare(g, *args, exact=False, rtol=1e-6, atol=1e-6):
-    lower_node(g.nodes[-1])   # native lowering exists
-    ref = irgraph.compile(g).run(*args)
-    got = irgraph.compile(g, target="cpu").run(*args)
-    for r, o in zip(ref, got):
-        assert o.dtype == r.dtype and o.shape == r.shape
-        if exact:
-            np.testing.assert_array_equal(o, r)
-        else:
-            np.testing.assert_allclose(o, r, rtol=rtol, atol=atol)
-    return got
+from lowercheck import compare as _compare, private_object_cache  # noqa: F401,E402  (autouse fixture)
 
 
 def _random_forest(rng, n_trees: int, max_depth: int, n_features: int, n_targets: int, modes=range(7)) -> dict:
