@@ -16,8 +16,9 @@ biases, activation, requantization) runs on the accumulators in registers. What 
 cannot take (weights known only at run time, asymmetric weights, grouped or non-2-D
 convolutions, parameters known only at run time, backends without these templates) lowers
 through the op's registry decomposition into integer ops instead. 8-bit ``max_pool`` and
-float32 ``dynamic_quantize_linear`` get vector kernels too (``qmaxpool``, ``qdql``): their
-rules wrap the generic ones, which keep every other case.
+float32 ``dynamic_quantize_linear`` and per-tensor float32 -> 8-bit ``quantize_linear`` get
+vector kernels too (``qmaxpool``, ``qdql``, ``qquant``): their rules wrap the generic ones,
+which keep every other case.
 
 Importing this module registers the rules and teaches the CPU code generator these templates
 (``backends/cpu/qgemm_codegen.py``, kernels in ``gemm_int8.py`` and ``qlayout.py``).
@@ -224,8 +225,11 @@ def rule_quant_conv(ctx, n, ins):
     Nb, _, H, Wd = x.shape
     outs, pb, _pe, strides, dil = conv_geometry((H, Wd), (kh, kw), n.attrs)
     OH, OW = outs
-    Hp = (OH - 1) * strides[0] + (kh - 1) * dil[0] + 1
-    Wp = (OW - 1) * strides[1] + (kw - 1) * dil[1] + 1
+    # the padded image holds every window and the whole input (qpack copies whole input rows:
+    # a strided conv whose windows end before the input does, e.g. 1x1 stride 2 over 14x14,
+    # would otherwise have its last input column and row written past the image)
+    Hp = max((OH - 1) * strides[0] + (kh - 1) * dil[0] + 1, pb[0] + H)
+    Wp = max((OW - 1) * strides[1] + (kw - 1) * dil[1] + 1, pb[1] + Wd)
     signed = x.dtype is dt.int8
     rows = dil[1] == 1
     # rows: a kernel row's kw pixels are adjacent in the NHWC image, so each kernel row is one
@@ -363,6 +367,36 @@ def rule_dynamic_quantize_int8(base):
     return rule
 
 
+def rule_quantize_int8(base):
+    """quantize_linear of a float32 tensor to uint8/int8 with one known float32 scale and zero
+    point on the qquant vector kernel (the generic loop's 8-bit stores stay scalar); per-axis,
+    blocked, float8 and other-precision cases go on to ``base``."""
+    def rule(ctx, n, ins):
+        from .cpu.codegen import CpuTemplates
+        x, odt = ins[0], n.outputs[0].dtype
+        s_v, z_v = _node_input(n, 1), _node_input(n, 2)
+        s, z = _known(s_v), _known(z_v)
+        if (x.dtype is not dt.float32 or odt not in (dt.uint8, dt.int8) or x.size == 0
+                or not isinstance(ctx.templates, CpuTemplates) or s is None or s.size != 1
+                or s.dtype != np.float32 or (z_v is not None and (z is None or z.size != 1))
+                or n.attrs.get("precision") not in (None, dt.float32)):
+            return base(ctx, n, ins)
+        shape = n.outputs[0].type.shape
+        params = np.array([s.reshape(()), 0.0 if z is None else z.reshape(())], np.float32)
+
+        def emit(c, dest):
+            X = _contiguous(c, x)
+            out = dest if dest.contiguous else View.of(c.buffer("qquant", odt, shape, "temp"), c)
+            pbuf = c.buffer("qquant_params", dt.float32, (2,), "const", params)
+            c.body.append(ExternCall("qquant", [X.buf, out.buf, pbuf], {
+                "offsets": [X.offset, out.offset, 0], "ints": [numel(shape)], "signed": odt is dt.int8}))
+            if out is not dest:
+                c.store(Generic(dest.shape, odt, c, out.at, 0), dest)
+        return [Pending(shape, odt, ctx, emit, "quantize_linear")]
+    rule.int8_wrapper = True
+    return rule
+
+
 RULES: dict = {"quant_matmul": rule_quant_matmul, "quant_conv": rule_quant_conv, "quant_add": rule_quant_add}
 
 
@@ -377,6 +411,8 @@ def register(table: dict | None = None) -> None:
         table["max_pool"] = rule_max_pool_int8(table["max_pool"])
     if not getattr(table.get("dynamic_quantize_linear"), "int8_wrapper", False):
         table["dynamic_quantize_linear"] = rule_dynamic_quantize_int8(table["dynamic_quantize_linear"])
+    if not getattr(table.get("quantize_linear"), "int8_wrapper", False):
+        table["quantize_linear"] = rule_quantize_int8(table["quantize_linear"])
     from .cpu import qgemm_codegen
     qgemm_codegen.install()
 

@@ -8,8 +8,9 @@ ranges from an observer (``minmax``, ``percentile`` or ``entropy``) over the cal
 Activations quantized: the input of each layer, taken before the ops that commute with
 quantization (max_pool, reshape, transpose, squeeze, unsqueeze: the int8 tensor flows through
 them), and both inputs of an ``add`` whose result is quantized (a ResNet residual), so the add
-runs on integers between int8 kernels. The pass inserts ``Q``/``DQ`` pairs on those values and
-``DQ`` on the int8 weights; ``fold_qdq`` then folds them into ``quant_conv``/``quant_matmul``
+runs on integers between int8 kernels. The pass inserts ``Q``/``DQ`` pairs on those values (read
+by the int8 side only: other readers keep the float value) and ``DQ`` on the int8 weights;
+``fold_qdq`` then folds them into ``quant_conv``/``quant_matmul``
 kernels with fused requantization, and ``fuse_quantized_elementwise`` turns the residual adds
 into integer loops.
 
@@ -103,6 +104,27 @@ def activation_values(graph: Graph, layers: list[Node]) -> list[Value]:
                     changed = True
     order = {id(v): i for i, v in enumerate(graph.all_values())}
     return sorted(chosen.values(), key=lambda v: order.get(id(v), 0))
+
+
+def _int8_reader(r: Node, layer_ids: set, users: dict, chosen: set) -> bool:
+    """Whether reader ``r`` of a quantized activation reads its Q/DQ pair: an int8 layer, an op
+    the int8 tensor flows through, or elementwise work whose result is quantized again (the
+    residual add before ``quant_add``, regions of ``fuse_quantized_elementwise``). Every other
+    reader (a layer norm, softmax, the float side of a residual ...) keeps the float value:
+    an 8-bit round trip there would cost a dequantize kernel and precision for nothing."""
+    if id(r) in layer_ids or r.op in COMMUTING:
+        return True
+    for _ in range(16):
+        if len(r.outputs) != 1 or get_op(r.op).kind != "elementwise":
+            return False
+        v = r.outputs[0]
+        if id(v) in chosen:
+            return True
+        nxt = users.get(v, ())
+        if len(nxt) != 1:
+            return False
+        r = nxt[0]
+    return False
 
 
 # ---- running the float model -----------------------------------------------------------------------
@@ -228,17 +250,18 @@ def quantize_static(graph: Graph, ctx) -> bool:
 
     # insert Q/DQ on the activations of the layers kept int8, DQ on their weights
     acts = activation_values(graph, layers)
+    users = graph.users()
+    chosen = {id(v) for v in acts}
+    layer_ids = {id(n) for n in layers}
     for v in acts:
         scale, zp = params[v.name]
         s_c = graph.add_const(scale, v.name + "_scale")
         z_c = graph.add_const(zp, v.name + "_zero_point")
         q = graph.op("quantize_linear", [v, s_c, z_c], name=v.name + "_quantize")
         d = graph.op("dequantize_linear", [q, s_c, z_c], name=v.name + "_dequantize")
-        was_output = [i for i, o in enumerate(graph.outputs) if o is v]
-        graph.replace_uses(v, d)
-        q.producer.inputs[0] = v
-        for i in was_output:
-            graph.outputs[i] = v
+        for r in users.get(v, ()):
+            if _int8_reader(r, layer_ids, users, chosen):
+                r.inputs[:] = [d if x is v else x for x in r.inputs]
     for n in layers:
         q, s, _ = wq[n.name]
         axis = 0 if n.op == "conv" else 1

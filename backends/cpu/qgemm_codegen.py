@@ -1,7 +1,7 @@
 """The int8 templates in the CPU code generator: an ``ExternCall("qgemm")`` of the kernel IR (made
 by ``backends/lower_quant.py``) becomes a call of an int8 GEMM variant (``gemm_int8.QGemmKernel``),
 emitted into the model's module once per (output type, activation, A signedness); ``qpack``,
-``qunpack`` and ``qadd`` call the byte kernels of ``qlayout.py``.
+``qunpack``, ``qadd``, ``qmaxpool``, ``qdql`` and ``qquant`` call the byte kernels of ``qlayout.py``.
 
 ``codegen._FnGen.extern`` knows only its own templates; ``install()`` wraps it so these calls come
 here and every other template goes on to it. (A table of extern emitters in codegen.py
@@ -77,6 +77,9 @@ def emit_layout_call(gen, s) -> None:
     elif s.fn == "qdql":
         fn = qlayout.kernel(mod, "dql")
         b.call(fn, ptrs + ints + [nth])
+    elif s.fn == "qquant":
+        fn = qlayout.kernel(mod, "quant", signed=a["signed"])
+        b.call(fn, ptrs + ints + [nth])
     elif s.fn == "qmaxpool":
         fn = qlayout.kernel(mod, "maxpool", signed=a["signed"], sw=a["sw"])
         b.call(fn, ptrs + ints + [nth])
@@ -100,7 +103,7 @@ def install() -> None:
     def extern(self, s):
         if s.fn == "qgemm":
             return emit_call(self, s)
-        if s.fn in ("qpack", "qunpack", "qadd", "qmaxpool", "qdql"):
+        if s.fn in ("qpack", "qunpack", "qadd", "qmaxpool", "qdql", "qquant"):
             return emit_layout_call(self, s)
         return base(self, s)
     cls.extern = extern

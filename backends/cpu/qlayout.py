@@ -9,7 +9,9 @@ copy is a gather), so the three data movements of quantized convolutions are han
 - ``qunpack``: the GEMM's (pixels, channels) result -> NCHW (uint8, int8 or float32);
 - ``qadd``: ``Q(act(DQ(a) + DQ(b)))`` over 8-bit tensors (``quant_add``, the ResNet residual);
 - ``qmaxpool``: 2-D max pooling of 8-bit NCHW tensors (the generic pool loop is scalar);
-- ``qdql``: DynamicQuantizeLinear of a float32 tensor (range pass + quantizing pass).
+- ``qdql``: DynamicQuantizeLinear of a float32 tensor (range pass + quantizing pass);
+- ``qquant``: QuantizeLinear of a float32 tensor with a per-tensor scale and zero point (the
+  activations between int8 layers: after a layer norm, softmax or attention in float).
 
 Transposes go through 16x16 register blocks (log2(16) rounds of interleaving shuffles), edges
 element by element. ABIs (all counts and strides in elements; ``nthreads`` as in gemm.py)::
@@ -22,6 +24,7 @@ element by element. ABIs (all counts and strides in elements; ``nthreads`` as in
     void NAME_maxpool(ptr x, ptr y, i64 planes, i64 H, i64 W, i64 OH, i64 OW, i64 kh, i64 kw,
                       i64 sh, i64 pad_top, i64 pad_left, i64 nthreads)   # column stride: a variant
     void NAME_dql(ptr x, ptr y_u8, ptr scale_f32, ptr zp_u8, i64 n, i64 nthreads)
+    void NAME_quant(ptr x, ptr y, ptr params_f32[2], i64 n, i64 nthreads)   # params: scale, zp
 """
 from __future__ import annotations
 
@@ -350,6 +353,44 @@ def emit_dql(mod: ir.Module, name: str) -> ir.Function:
     return fn
 
 
+def emit_quant(mod: ir.Module, name: str, signed: bool, lanes: int = 16) -> ir.Function:
+    """``void name(ptr x, ptr y, ptr params, i64 n, i64 nthreads)``: QuantizeLinear of float32
+    ``x`` with one scale and zero point (``params`` = float32 [scale, zp]), as the reference
+    computes it: y = clip(rint(x / scale) + zp) with the division in float32 and NaN -> zp.
+    rint(q) + zp is exact in float32 wherever the result is not clipped (|q| < 2**24)."""
+    L = lanes
+    wk, b = _function(mod, name + ".worker", [I64, I64, PTR])
+    tid, nth, ctx = wk.args
+    x, y, prm = (threads.load_ctx(b, ctx, i, PTR) for i in range(3))
+    n = threads.load_ctx(b, ctx, 3)
+    vo = VecOps(b, L)
+    sc, zp = vo.splat(b.load(fptr(b, prm, 0, F32), typ=F32)), vo.splat(b.load(fptr(b, prm, 1, F32), typ=F32))
+    v8 = ir.VectorType(I8, L)
+    vm = ir.VectorType(I1, L)
+    rint = threads.declare(mod, f"llvm.rint.v{L}f32", vo.vf, [vo.vf])
+    mstore = threads.declare(mod, f"llvm.masked.store.v{L}i8.p0", VOID, [v8, PTR, I32, vm])
+    lo, hi = (-128.0, 127.0) if signed else (0.0, 255.0)
+
+    def body(i, mask):
+        q = b.fdiv(vo.mload(fptr(b, x, i, F32), mask), sc)
+        r = b.call(rint, [q])
+        r = b.select(b.fcmp_ordered("==", q, q), r, vo.zero)      # NaN quantizes to the zero point
+        r = vo.clamp_hi(vo.clamp_lo(b.fadd(r, zp), vo.const(lo)), vo.const(hi))
+        b.call(mstore, [b.trunc(b.fptosi(r, vo.vi), v8), fptr(b, y, i, I8), ir.Constant(I32, 1), mask])
+    e0, e1 = threads.split_range(b, n, tid, nth, 64)
+    nfull = b.add(e0, b.mul(b.sdiv(b.sub(e1, e0), i64(L)), i64(L)))
+    with for_range(b, e0, nfull, L, "i") as i:
+        body(i, vo.mask(i64(L)))
+    with if_then(b, b.icmp_signed("<", nfull, e1), "tail"):
+        body(nfull, vo.mask(b.sub(e1, nfull)))
+    b.ret_void()
+    fn, b = _function(mod, name, [PTR, PTR, PTR, I64, I64], internal=False)
+    x, y, prm, n, nthreads = fn.args
+    _launch(mod, b, wk, [x, y, prm, n], nthreads, b.mul(n, i64(4)))      # work in bytes read
+    b.ret_void()
+    return fn
+
+
 def pack_name(flip: bool) -> str:
     return f"irg_qpack_{int(flip)}"
 
@@ -368,6 +409,8 @@ def kernel(mod: ir.Module, kind: str, **kw) -> ir.Function:
         return emit_unpack(mod, key, ety)
     if kind == "dql":
         return emit_dql(mod, key)
+    if kind == "quant":
+        return emit_quant(mod, key, kw["signed"])
     if kind == "maxpool":
         return emit_maxpool(mod, key, kw["signed"], kw["sw"])
     if kind == "add":

@@ -107,6 +107,31 @@ def test_activation_values_follow_commuting_ops_and_residual_adds():
     assert [v.name for v in activation_values(g2, [n for n in g2.nodes if is_layer(n)])] == [p2.name]
 
 
+def test_float_readers_keep_the_float_activation():
+    """A transformer layer's input feeds an int8 matmul and the float residual add + layer norm:
+    only the matmul reads the quantized copy; the add reads x itself (no dequantize kernel, no
+    8-bit round trip on the residual stream), in the simulation and in the compiled model."""
+    g = Graph("residual")
+    x = g.add_input("x", TensorType((2, 8, 32), dt.float32))
+    w = g.add_const((RNG.standard_normal((32, 32)) * 0.2).astype(np.float32))
+    y = g.op("add", [g.op("matmul", [x, w]), x])
+    g.set_outputs([g.op("layer_norm", [y, g.add_const(np.ones(32, np.float32)),
+                                       g.add_const(np.zeros(32, np.float32))], {"axis": -1})])
+    calib = [{"x": RNG.standard_normal((2, 8, 32)).astype(np.float32)} for _ in range(4)]
+    q = irgraph.compile(g, target="cpu", quantize="int8", calibrate=calib)
+    hist = q.graph.op_histogram()
+    assert hist["quant_matmul"] == 1 and "dequantize_linear" not in hist and "matmul" not in hist, hist
+    add = next(n for n in q.graph.nodes for b in ([n] + (n.attrs["body"].nodes if n.op == "fused" else []))
+               if b.op == "add")
+    assert q.graph.inputs[0] in add.inputs          # the residual reads the float input
+    xv = RNG.standard_normal((2, 8, 32)).astype(np.float32)
+    want = irgraph.run_graph(g, [xv])[0]
+    assert sqnr_db(want, q(xv)) > 35
+    r = q.quant_report
+    assert r.compiled_outputs[q.output_names[0]]["sqnr_db"] == pytest.approx(
+        r.outputs[q.output_names[0]]["sqnr_db"], abs=0.5)
+
+
 def test_observers():
     a = np.concatenate([np.maximum(RNG.standard_normal(100000), 0), [60.0]]).astype(np.float32)
     ranges = {}

@@ -235,3 +235,57 @@ def test_dynamic_quantize_linear(shape, scale, shift):
     for got, want in zip(m.run(x), run_graph(g, [x])):
         np.testing.assert_array_equal(got, want)
     assert "qdql" in m._run.kernels_ir()
+
+
+@pytest.mark.parametrize("shape,odt,zp", [((2, 64, 33), np.uint8, 128), ((37,), np.int8, -3), ((5, 7), np.int8, None),
+                                          ((3, 4096), np.uint8, None), ((8, 9000), np.uint8, 7)])
+def test_quantize_linear_per_tensor(shape, odt, zp):
+    """qquant against the op's reference: round half to even (x = scale * (k + 0.5) lands exactly
+    on halves), saturation at both ends, NaN -> zero point, huge values, no zero point."""
+    from irgraph import TensorType, run_graph
+    from irgraph import dtype as dt
+    from irgraph.dtype import DType
+    scale = np.float32(0.25)
+
+    def build_graph(g):
+        x = g.add_input("x", TensorType(shape, dt.float32))
+        ins = [x, g.add_const(np.array(scale, np.float32), "s")]
+        attrs = {}
+        if zp is None:
+            attrs["dtype"] = DType.from_numpy(np.dtype(odt))
+        else:
+            ins.append(g.add_const(np.array(zp, odt), "zp"))
+        g.set_outputs([g.op("quantize_linear", ins, attrs)])
+    g, m = _compile_one(build_graph)
+    rng = np.random.default_rng(3)
+    x = (rng.integers(-600, 600, shape) * 0.125).astype(np.float32)       # many exact halves
+    flat = x.reshape(-1)
+    flat[:6] = [np.nan, np.inf, -np.inf, 3e38, -3e38, 2.0 ** 25]
+    got, want = m(x), run_graph(g, [x])[0]
+    assert got.dtype == want.dtype == odt
+    np.testing.assert_array_equal(got, want)
+    assert "qquant" in m._run.kernels_ir()
+
+
+@pytest.mark.parametrize("hw,k,s,p,dtype", [(14, 1, 2, 0, np.uint8), (15, 3, 2, 0, np.int8), (16, 3, 3, 1, np.uint8),
+                                            (9, 2, 2, 0, np.uint8)])
+def test_quant_conv_windows_ending_before_the_input(hw, k, s, p, dtype):
+    """Strided convs whose last window ends before the input does (the ResNet 1x1 stride-2
+    downsample over 14x14): the packed image must still hold every input row and column
+    (they were once written past its end), and the result equals the op's reference."""
+    from irgraph import TensorType, run_graph
+    from irgraph.dtype import DType
+    rng = np.random.default_rng(4)
+    C, M = 20, 24
+
+    def build_graph(g):
+        x = g.add_input("x", TensorType((1, C, hw, hw), DType.from_numpy(np.dtype(dtype))))
+        w = rng.integers(-127, 128, (M, C, k, k)).astype(np.int8)
+        ins = [x, g.add_const(np.array(3, dtype), "xz"), g.add_const(w, "w"), None, g.add_const((rng.random(M) * 1e-3).astype(np.float32), "mult")]
+        g.set_outputs([g.op("quant_conv", ins, {"strides": (s, s), "pads": (p,) * 4})])
+    g, m = _compile_one(build_graph)
+    info = np.iinfo(dtype)
+    for seed in range(3):        # a few runs: heap damage shows up late
+        x = np.random.default_rng(seed).integers(info.min, info.max + 1, (1, C, hw, hw)).astype(dtype)
+        np.testing.assert_array_equal(m(x), run_graph(g, [x])[0])
+    assert "qpack" in m._run.kernels_ir()
