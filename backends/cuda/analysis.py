@@ -269,8 +269,10 @@ def independent(stmts, pvars: list, pext: list, inner: dict) -> bool:
         if env is not None:
             if not _numeric_ok(ss, ls, env):
                 return False
-        elif not _affine_ok(ss, ls, pnames, dict(zip([v.name for v in pvars], pext))):
-            return False
+        else:
+            ext = dict(zip([v.name for v in pvars], pext))
+            if not (_affine_ok(ss, ls, pnames, ext) or _hybrid_ok(ss, ls, pnames, ext)):
+                return False
     return True
 
 
@@ -309,6 +311,61 @@ def _affine_ok(ss, ls, pnames, ext) -> bool:
         reach += c * (ext[name] - 1)
     for l_ in ls:
         if l_.affine(pnames) != coefs or l_.const != s.const or l_.lo < s.lo or l_.hi > s.hi:
+            return False
+    return True
+
+
+def _hybrid_ok(ss, ls, pnames, ext) -> bool:
+    """Large grids whose index mixes bare variables (closed form) with div/mod atoms of a few
+    other variables (evaluated over their own, smaller grid): ``(q // 64) * S + (q % 64) * P + j``.
+    Each part is a mixed-radix digit: sorted by their smallest gap, every part's gap must
+    exceed the reach of all finer parts (the same rule as ``_affine_ok``)."""
+    if len(ss) != 1:
+        return False
+    s = ss[0]
+    bare: dict = {}
+    other = []
+    for c, atom in s.patoms:
+        if isinstance(atom, Var) and atom.name in pnames:
+            bare[atom.name] = bare.get(atom.name, 0) + c
+        else:
+            other.append((c, atom))
+    qnames = set()
+    for _, atom in other:
+        qnames |= leaves(atom)[0]
+    if qnames & set(bare) or any(c <= 0 for c in bare.values()):
+        return False
+    qvars = sorted(qnames)
+    npts = 1
+    for n in qvars:
+        npts *= ext[n]
+    if npts > NUMERIC_LIMIT:
+        return False
+    parts = []      # (gap, span)
+    for name, c in bare.items():
+        if ext[name] > 1:
+            parts.append((c, c * (ext[name] - 1)))
+    if other:
+        env = grid([Var(n) for n in qvars], [ext[n] for n in qvars])
+        a = np.int64(0)
+        for c, atom in other:
+            v = evaluate(atom, env)
+            if v is None:
+                return False
+            a = a + c * v
+        vals = np.unique(np.broadcast_to(a, (npts,)))
+        if vals.size != npts:
+            return False
+        if npts > 1:
+            parts.append((int(np.diff(vals).min()), int(vals[-1] - vals[0])))
+    reach = s.hi - s.lo + 1
+    for gap, span in sorted(parts):
+        if gap < reach:
+            return False
+        reach += span
+    key = sorted((c, str(a)) for c, a in s.patoms)
+    for l_ in ls:
+        if sorted((c, str(a)) for c, a in l_.patoms) != key or l_.const != s.const or l_.lo < s.lo or l_.hi > s.hi:
             return False
     return True
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .nvcc import Binaries, translation_unit
+from .nvcc import Binaries, occupancy, translation_unit
 from .program import LaunchStep
 
 CUDA_TARGETS = ("cuda", "cuda-emulator")
@@ -97,7 +97,12 @@ def summary_lines(manifest: dict) -> list[str]:
                 lines.append(f"    fallback {la['fallback']} (numpy)")
                 continue
             per = la.get("ptxas") or {}
+            threads = 1
+            for b in la.get("block") or (1,):
+                threads *= int(b)
             figs = "; ".join(f"{a}: {r.get('regs', '?')} regs, {r.get('smem', 0)} B smem"
+                             + (f", occupancy {occupancy(r['regs'], r.get('smem', 0), threads, a)[1]:.0%}"
+                                if "regs" in r else "")
                              + (f", spills {r.get('spill_st', 0)}/{r.get('spill_ld', 0)} B" if r.get("spill_st") or r.get("spill_ld") else "")
                              + (f", stack {r['stack']} B" if r.get("stack") else "")
                              for a, r in sorted(per.items()))

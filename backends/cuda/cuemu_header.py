@@ -60,7 +60,7 @@ CUEMU_H = r"""// cuemu.h -- run CUDA C kernel source UNCHANGED on the CPU (irgra
 
 // ---- CUDA keywords -------------------------------------------------------------------------
 #undef __global__
-#define __global__
+#define __global__ __attribute__((noinline))
 #undef __device__
 #define __device__
 #undef __host__
@@ -319,6 +319,13 @@ inline int launch(dim3 grid, dim3 block, size_t dyn_smem, int order, unsigned se
     }
   }
   return 0;
+}
+
+// The kernel as a plain function over an argument array: one std::function type for every
+// kernel, so a library of thousands of kernels compiles without one instantiation each.
+__attribute__((noinline)) inline int launch_args(dim3 grid, dim3 block, size_t dyn_smem, int order, unsigned seed,
+                       void (*fn)(void**), void** args) {
+  return launch(grid, block, dyn_smem, order, seed, [fn, args] { fn(args); });
 }
 }  // namespace cuemu
 

@@ -61,6 +61,11 @@ def choose(M: int, N: int, K: int, batch: int) -> GemmConfig:
 class CudaTemplates:
     """What the CUDA backend computes with hand-written kernels (passed to ``lower_node``)."""
 
+    def conv(self, ctx, n, x, w, bias, plan, shape, odt):
+        """Convolution as an implicit GEMM (``conv.py``): the lowered output, or None."""
+        from .conv import lower_conv
+        return lower_conv(ctx, n, x, w, bias, plan, shape, odt)
+
     def matmul(self, ctx, A, B, C) -> bool:
         """``C[t] = A[t] @ B[t]`` for (batch, M, K) x (batch, K, N) -> (batch, M, N) float32 views."""
         from ..lower_tensor import View
@@ -98,48 +103,64 @@ def gemm_source(fn: str, params: str, a: dict, cfg: GemmConfig, ix: str, epilogu
     """The ``__global__`` function text. ``epilogue``: lines run for each in-range output with
     ``irg_t``, ``irg_m``, ``irg_n`` (ix) and ``irg_v`` (float) defined; ``names``: the C names of
     the A, B, C pointers."""
-    An, Bn, Cn = names
-    M, N, K = a["M"], a["N"], a["K"]
+    An, Bn, _ = names
+    K = a["K"]
     a_kfast = a["a_sk"] == 1 or a["a_sm"] != 1
     b_nfast = a["b_sn"] == 1 or a["b_sk"] != 1
-    pad_a = 1 if a_kfast else 0
-    pad_b = 0 if b_nfast else 1
+    head = ["  const ix irg_t = blockIdx.z;",
+            f"  const ix irg_ab = {a['a_off']} + irg_t * {a['a_sb']};",
+            f"  const ix irg_bb = {a['b_off']} + irg_t * {a['b_sb']};"]
+    a_tile = a_tile_lines(cfg, a_kfast, a["M"], K, An, "irg_ab", a["a_sm"], a["a_sk"])
+    # B tile: BK x BN, element e -> (kk, nn) along B's unit-stride dimension
+    if b_nfast:
+        kk, nn = f"irg_e / {cfg.bn}", f"irg_e % {cfg.bn}"
+    else:
+        kk, nn = f"irg_e % {cfg.bk}", f"irg_e / {cfg.bk}"
+    b_tile = [f"    for (int irg_e = irg_tid; irg_e < {cfg.bk * cfg.bn}; irg_e += {THREADS}) {{",
+              f"      const int kk = {kk}, nn = {nn};",
+              "      const ix k = irg_k0 + kk, n = irg_n0 + nn;",
+              f"      irg_Bs[kk][nn] = (k < {K} && n < {a['N']}) ? {Bn}[irg_bb + k * {a['b_sk']} + n * {a['b_sn']}] : 0.0f;",
+              "    }"]
+    return tiled_source(fn, params, cfg, ix, a["M"], a["N"], K, head, a_tile, b_tile, epilogue,
+                        pad_a=1 if a_kfast else 0, pad_b=0 if b_nfast else 1)
+
+
+def a_tile_lines(cfg: GemmConfig, kfast: bool, M: int, K: int, An: str, base: str, sm: int, sk: int) -> list[str]:
+    """Loop filling ``irg_As[kk][mm]`` (BM x BK of A) along A's unit-stride dimension."""
+    if kfast:
+        mm, kk = f"irg_e / {cfg.bk}", f"irg_e % {cfg.bk}"
+    else:
+        mm, kk = f"irg_e % {cfg.bm}", f"irg_e / {cfg.bm}"
+    return [f"    for (int irg_e = irg_tid; irg_e < {cfg.bm * cfg.bk}; irg_e += {THREADS}) {{",
+            f"      const int mm = {mm}, kk = {kk};",
+            "      const ix m = irg_m0 + mm, k = irg_k0 + kk;",
+            f"      irg_As[kk][mm] = (m < {M} && k < {K}) ? {An}[{base} + m * {sm} + k * {sk}] : 0.0f;",
+            "    }"]
+
+
+def tiled_source(fn: str, params: str, cfg: GemmConfig, ix: str, M: int, N: int, K: int, head: list[str],
+                 a_tile: list[str], b_tile: list[str], epilogue: list[str], pad_a: int = 0,
+                 pad_b: int = 0, setup: list[str] | None = None) -> list[str]:
+    """The shared body of the GEMM and implicit-GEMM convolution kernels: ``head`` defines
+    ``irg_t`` and per-batch bases, ``setup`` per-thread constants, ``a_tile``/``b_tile`` fill
+    ``irg_As[kk][mm]`` / ``irg_Bs[kk][nn]`` for the BK slice at ``irg_k0`` (0 outside the
+    operands), then the register-blocked FMA loop and the predicated epilogue."""
     L = [f'extern "C" __global__ void __launch_bounds__({THREADS}, {cfg.min_blocks}) {fn}({params}) {{',
          f"  typedef {ix} ix;",
          f"  __shared__ float irg_As[{cfg.bk}][{cfg.bm + pad_a}];",
          f"  __shared__ float irg_Bs[{cfg.bk}][{cfg.bn + pad_b}];",
          "  const int irg_tid = threadIdx.x;",
          f"  const int irg_tx = irg_tid % {cfg.rx}, irg_ty = irg_tid / {cfg.rx};",
-         f"  const ix irg_m0 = (ix)blockIdx.y * {cfg.bm}, irg_n0 = (ix)blockIdx.x * {cfg.bn};",
-         "  const ix irg_t = blockIdx.z;",
-         f"  const ix irg_ab = {a['a_off']} + irg_t * {a['a_sb']};",
-         f"  const ix irg_bb = {a['b_off']} + irg_t * {a['b_sb']};",
-         f"  float irg_acc[{cfg.tm}][{cfg.tn}];",
-         "#pragma unroll",
-         f"  for (int i = 0; i < {cfg.tm}; ++i)",
-         "#pragma unroll",
-         f"    for (int j = 0; j < {cfg.tn}; ++j) irg_acc[i][j] = 0.0f;",
-         f"  for (ix irg_k0 = 0; irg_k0 < {K}; irg_k0 += {cfg.bk}) {{"]
-    # A tile: BM x BK, element e -> (mm, kk) along A's unit-stride dimension
-    if a_kfast:
-        mm, kk = f"irg_e / {cfg.bk}", f"irg_e % {cfg.bk}"
-    else:
-        mm, kk = f"irg_e % {cfg.bm}", f"irg_e / {cfg.bm}"
-    L += [f"    for (int irg_e = irg_tid; irg_e < {cfg.bm * cfg.bk}; irg_e += {THREADS}) {{",
-          f"      const int mm = {mm}, kk = {kk};",
-          "      const ix m = irg_m0 + mm, k = irg_k0 + kk;",
-          f"      irg_As[kk][mm] = (m < {M} && k < {K}) ? {An}[irg_ab + m * {a['a_sm']} + k * {a['a_sk']}] : 0.0f;",
-          "    }"]
-    if b_nfast:
-        kk, nn = f"irg_e / {cfg.bn}", f"irg_e % {cfg.bn}"
-    else:
-        kk, nn = f"irg_e % {cfg.bk}", f"irg_e / {cfg.bk}"
-    L += [f"    for (int irg_e = irg_tid; irg_e < {cfg.bk * cfg.bn}; irg_e += {THREADS}) {{",
-          f"      const int kk = {kk}, nn = {nn};",
-          "      const ix k = irg_k0 + kk, n = irg_n0 + nn;",
-          f"      irg_Bs[kk][nn] = (k < {K} && n < {N}) ? {Bn}[irg_bb + k * {a['b_sk']} + n * {a['b_sn']}] : 0.0f;",
-          "    }",
-          "    __syncthreads();",
+         f"  const ix irg_m0 = (ix)blockIdx.y * {cfg.bm}, irg_n0 = (ix)blockIdx.x * {cfg.bn};"]
+    L += head + list(setup or [])
+    L += [f"  float irg_acc[{cfg.tm}][{cfg.tn}];",
+          "#pragma unroll",
+          f"  for (int i = 0; i < {cfg.tm}; ++i)",
+          "#pragma unroll",
+          f"    for (int j = 0; j < {cfg.tn}; ++j) irg_acc[i][j] = 0.0f;",
+          f"  for (ix irg_k0 = 0; irg_k0 < {K}; irg_k0 += {cfg.bk}) {{"]
+    L += a_tile + b_tile
+    L += ["    __syncthreads();",
           "#pragma unroll",
           f"    for (int kk = 0; kk < {cfg.bk}; ++kk) {{",
           f"      float ra[{cfg.tm}], rb[{cfg.tn}];",

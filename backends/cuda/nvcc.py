@@ -173,6 +173,25 @@ def _run_nvcc(exe: str, tu: str, whats: list) -> dict:
         return results
 
 
+# Per-SM limits for the occupancy estimate: registers, threads, blocks, shared memory bytes
+# (the driver reserves 1 KiB of shared memory per block on sm_80 and later).
+SM_LIMITS = {"sm_80": (65536, 2048, 32, 167936), "sm_86": (65536, 1536, 16, 102400),
+             "sm_89": (65536, 1536, 24, 102400), "sm_90": (65536, 2048, 32, 233472)}
+
+
+def occupancy(regs: int, smem: int, threads: int, arch: str = "sm_90") -> tuple[int, float]:
+    """(resident blocks per SM, fraction of the SM's warp slots in use) for a kernel using
+    ``regs`` registers per thread and ``smem`` bytes of static shared memory per block."""
+    nregs, nthreads, nblocks, nsmem = SM_LIMITS.get(arch.rstrip("a"), SM_LIMITS["sm_90"])
+    warps = -(-max(threads, 1) // 32)
+    per_warp = -(-max(regs, 1) * 32 // 256) * 256          # allocated in 256-register units
+    by_regs = (nregs // per_warp) // warps
+    by_threads = nthreads // (warps * 32)
+    by_smem = nsmem // (smem + 1024) if smem else nblocks
+    blocks = max(0, min(by_regs, by_threads, by_smem, nblocks))
+    return blocks, blocks * warps * 32 / nthreads
+
+
 def problems(bins: Binaries, max_regs: int = MAX_REGS) -> list[str]:
     """The compile gate: register spills, stack frames (local memory), register or static
     shared-memory budget overruns, kernels missing from the report."""

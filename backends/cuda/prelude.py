@@ -15,6 +15,9 @@ same thing under nvcc (device code) and under g++ with the emulator header (host
 """
 from __future__ import annotations
 
+from .prelude_narrow import NARROW
+from .prelude_trig import TRIG
+
 PRELUDE = r"""
 // ---- irgraph CUDA prelude (generated code; see backends/cuda/prelude.py) ----
 #ifndef IRG_PRELUDE
@@ -149,5 +152,7 @@ template <class T> IRG_D T irg_shr(T a, irg_i64 s) {
 // an index read from data, saturated into the 32-bit index range (later clamps give the
 // same result as with 64-bit indices)
 IRG_D int irg_sat_ix(irg_i64 v) { return v > 2147483647LL ? 2147483647 : (v < -2147483647LL ? -2147483647 : (int)v); }
-#endif
 """
+
+# sin/cos/tan without local memory, the narrow types, then the end of the include guard
+PRELUDE += TRIG + NARROW + "#endif\n"

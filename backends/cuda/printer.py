@@ -20,6 +20,7 @@ from irgraph import dtype as dt
 
 from ..kernel_ir import (INDEX, Assign, Buffer, Const, ExternCall, If, Kernel, Load, Local, Loop,
                          LoweringError, Op, Store, Var, stmt_exprs, walk_expr, walk_stmts)
+from . import conv as conv_t
 from . import gemm as gemm_t
 from .scalar_cuda import C, CudaScalar, check, const_text, load_text, mem_type, reg_type, store_value
 from .stages import Stage, loads_of, plan_stages
@@ -28,6 +29,8 @@ BLOCK = 256
 MAX_GRID = 4096          # grid-stride loops cover larger iteration spaces
 WARPS_PER_BLOCK = BLOCK // 32
 BLOCK_ROW_MIN = 1024     # reduced elements per row from which a whole block (not a warp) folds a row
+INNER_UNROLL_FULL = 8    # innermost serial loops up to this extent may unroll fully (nvcc decides)
+INNER_UNROLL = 4         # longer ones unroll by this factor
 _IX_OPS = ("add", "sub", "mul", "idx_div", "idx_mod", "min", "max", "neg", "select")
 _IDENT = {"add": 0, "mul": 1}
 
@@ -54,6 +57,8 @@ class KernelSource:
     prefix: str = ""
     lines: list = field(default_factory=list)
     launches: list = field(default_factory=list)
+    functions: dict = field(default_factory=dict)   # fn name -> its text
+    var_names: dict = field(default_factory=dict)   # fn name -> kernel-IR variable names in it
 
     def __post_init__(self):
         for b in self.kernel.buffers:
@@ -61,11 +66,35 @@ class KernelSource:
         self.stages = plan_stages(self.kernel.body)
         base = re.sub(r"[^A-Za-z0-9_]", "_", self.prefix + self.kernel.name)
         for i, st in enumerate(self.stages):
-            _FnPrinter(self, st, f"{base}_{i}").emit()
+            start = len(self.lines)
+            fp = _FnPrinter(self, st, f"{base}_{i}")
+            fp.emit()
+            self.functions[fp.name] = "\n".join(self.lines[start:])
+            self.var_names[fp.name] = sorted(stage_var_names(st))
 
     @property
     def text(self) -> str:
         return "\n".join(self.lines)
+
+
+def stage_var_names(st: Stage) -> set:
+    """Every kernel-IR variable name a stage's function may print (loop indices, locals)."""
+    names = {v.name for v in st.pvars} | {lp.var.name for lp in st.rest + st.rloops}
+    stmts = list(st.stmts) + list(st.tail) + list(st.rest[:1]) + list(st.rloops[:1])
+    if st.acc is not None:
+        names.add(st.acc.name)
+    exprs = [e for e in (st.value, st.init) if e is not None]
+    if st.epilogue is not None:
+        names |= stage_var_names(st.epilogue)
+    for s in walk_stmts(stmts):
+        if isinstance(s, (Loop, Local, Assign)):
+            names.add(s.var.name)
+        exprs.extend(stmt_exprs(s))
+    for e in exprs:
+        for x in walk_expr(e):
+            if isinstance(x, Var):
+                names.add(x.name)
+    return names
 
 
 class _FnPrinter:
@@ -132,8 +161,11 @@ class _FnPrinter:
                         return False
         if self.st.kind == "gemm":
             a = self.st.call.attrs
-            ext = (a["batch"] * max(abs(a["a_sb"]), abs(a["b_sb"]), abs(a["c_sb"]), 1)
-                   + a["M"] * a["N"] * a["K"])
+            if self.st.call.fn == "cuda_gemm":
+                ext = (a["batch"] * max(abs(a["a_sb"]), abs(a["b_sb"]), abs(a["c_sb"]), 1)
+                       + a["M"] * a["N"] * a["K"])
+            else:
+                ext = conv_t.index_extent(a)
             if ext >= lim:
                 return False
         return True
@@ -164,6 +196,8 @@ class _FnPrinter:
         E = st.size
         self._head(params, ix, BLOCK)
         self.loopvars |= {v.name for v in st.pvars}
+        # grid-stride loops run ~once per thread: unrolling them only bloats the code
+        self.lines.append("#pragma unroll 1")
         self.lines.append(f"  for (ix irg_q = (ix)blockIdx.x * {BLOCK} + threadIdx.x; irg_q < {E}; "
                           f"irg_q += (ix)gridDim.x * {BLOCK}) {{")
         self._delinearize("irg_q", st.pvars, st.pext, "    ")
@@ -198,10 +232,11 @@ class _FnPrinter:
                           f"{{ return {comb}; }};")
         self.lines.append("  const int irg_lane = threadIdx.x & 31, irg_warp = threadIdx.x >> 5;")
         if block_row:
-            self.lines += [f"  __shared__ {acc_t} irg_red[{WARPS_PER_BLOCK}];",
+            self.lines += [f"  __shared__ {acc_t} irg_red[{WARPS_PER_BLOCK}];", "#pragma unroll 1",
                            f"  for (ix irg_o = blockIdx.x; irg_o < {rows}; irg_o += gridDim.x) {{"]
             step, first = "blockDim.x", "threadIdx.x"
         else:
+            self.lines.append("#pragma unroll 1")
             self.lines.append(f"  for (ix irg_o = (ix)blockIdx.x * {WARPS_PER_BLOCK} + irg_warp; irg_o < {rows}; "
                               f"irg_o += (ix)gridDim.x * {WARPS_PER_BLOCK}) {{")
             step, first = "32", "irg_lane"
@@ -250,18 +285,33 @@ class _FnPrinter:
         return self.sc.op(comb, [C(a, d), C(b, d)], d).text
 
     def _gemm(self, params, ix, bufs) -> None:
+        """A template stage: GEMM, implicit-GEMM convolution or direct convolution."""
         st = self.st
         a = st.call.attrs
-        cfg = gemm_t.choose(a["M"], a["N"], a["K"], a["batch"])
+        fn = st.call.fn
         names = tuple(c_name(b) for b in st.call.args)
         if st.epilogue is None:
             epi = gemm_t.default_epilogue(a, names[2])
         else:
             epi = self._gemm_epilogue(a)
-        lines = gemm_t.gemm_source(self.name, params, a, cfg, ix, epi, names)
+        if fn == "cuda_gemm":
+            cfg = gemm_t.choose(a["M"], a["N"], a["K"], a["batch"])
+            lines = gemm_t.gemm_source(self.name, params, a, cfg, ix, epi, names)
+            grid, block = gemm_t.launch_dims(a, cfg)
+            kind, config = "gemm", cfg.name
+        elif fn == "cuda_conv":
+            cfg = conv_t.choose(a)
+            lines = conv_t.conv_source(self.name, params, a, cfg, ix, epi, names)
+            grid, block = conv_t.launch_dims(a, cfg)
+            kind, config = "conv", cfg.name
+        elif fn == "cuda_conv_direct":
+            lines = conv_t.direct_source(self.name, params, a, ix, epi, names)
+            grid, block = conv_t.launch_dims(a, None)
+            kind, config = "conv", "direct"
+        else:
+            raise LoweringError(f"the CUDA backend has no template {fn!r}")
         self.src.lines.extend(lines + [""])
-        grid, block = gemm_t.launch_dims(a, cfg)
-        self._launch(grid, block, bufs, "gemm+epilogue" if st.epilogue else "gemm", cfg.name)
+        self._launch(grid, block, bufs, kind + ("+epilogue" if st.epilogue else ""), config)
 
     def _gemm_epilogue(self, a) -> list:
         ep = self.st.epilogue
@@ -318,7 +368,14 @@ class _FnPrinter:
         for s in stmts:
             if isinstance(s, Loop):
                 self.loopvars.add(s.var.name)
-                unroll = "#pragma unroll\n" + ind if s.kind == "unroll" else ""
+                # outer loops stay rolled and long innermost ones unroll 4x: nvcc's full
+                # unrolling of a nest (a 3-d window, a scan step) or of a 12-step loop that
+                # loads and stores bloats the code until ptxas spills
+                nested = any(isinstance(x, Loop) for x in walk_stmts(s.body))
+                unroll = ("#pragma unroll\n" if s.kind == "unroll" else
+                          "#pragma unroll 1\n" if nested else
+                          f"#pragma unroll {INNER_UNROLL}\n" if s.extent > INNER_UNROLL_FULL else "")
+                unroll = unroll + ind if unroll else ""
                 self.lines.append(f"{ind}{unroll}for (ix {s.var.name} = 0; {s.var.name} < {s.extent}; ++{s.var.name}) {{")
                 self.body(s.body, depth + 1, preset)
                 self.lines.append(f"{ind}}}")
@@ -404,8 +461,8 @@ class _FnPrinter:
         st = self.st
         nbytes = sum(b.nbytes for b in bufs)
         if st.kind == "gemm":
-            f, b = gemm_t.flops_bytes(st.call.attrs)
-            return f, b
+            cost = gemm_t.flops_bytes if st.call.fn == "cuda_gemm" else conv_t.flops_bytes
+            return cost(st.call.attrs)
         iters = st.size
         for lp in st.rest + st.rloops:
             iters *= lp.extent

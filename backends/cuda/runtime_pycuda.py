@@ -10,6 +10,13 @@ allocation for every constant (``CudaProgram.weights_blob``), one arena of
 output; each launch gets raw pointers into them and is queued on one stream. Numpy fallback
 nodes (``fallback=True``) synchronize, copy the arena to the host and back.
 
+CUDA graphs: where PyCUDA has stream capture (``Stream.begin_capture``, 2021.1 and later) and
+the plan has no fallback node, the first call records every launch into a graph and later calls
+replay it with one ``GraphExec.launch`` (the inputs' and outputs' copies stay outside the
+graph, so only the device buffers must stay put: a call that needs larger ones re-records).
+A capture the driver refuses turns graphs off for the session and the launches run one by one.
+``graphs=False`` (the target option) always launches one by one.
+
 Without PyCUDA, a driver or a device, ``PyCudaSession`` raises one ``ExecutionError`` line
 saying which is missing; compiling (``irgraph compile --target cuda``) never needs them.
 """
@@ -70,9 +77,16 @@ def pick_image(binaries, cc: tuple) -> tuple[str, bytes]:
                          hint="compile with arch=... including this GPU")
 
 
+def graphs_supported(drv) -> bool:
+    """Does this PyCUDA capture streams into graphs?"""
+    stream = getattr(drv, "Stream", None)
+    return hasattr(stream, "begin_capture") and hasattr(stream, "end_capture")
+
+
 class PyCudaSession:
-    def __init__(self, program: CudaProgram, binaries, device: int = 0):
-        drv = _driver()
+    def __init__(self, program: CudaProgram, binaries, device: int = 0, graphs: bool = True,
+                 driver=None):
+        drv = driver if driver is not None else _driver()
         self.drv = drv
         self.program = program
         dev = drv.Device(int(device))
@@ -97,6 +111,11 @@ class PyCudaSession:
             self._io: dict = {}
         finally:
             self.ctx.pop()
+        self.graphs = bool(graphs) and graphs_supported(drv) and \
+            not any(isinstance(p, FallbackStep) for p in program.plan)
+        self.graph_note = ""        # why graphs were turned off, if they were
+        self._graph = None          # (buffer pointers it was recorded with, GraphExec)
+        self.graph_launches = 0
 
     def _buffer(self, key, nbytes: int):
         buf = self._io.get(key)
@@ -127,13 +146,14 @@ class PyCudaSession:
             for a, d in zip(ins, ins_d):
                 drv.memcpy_htod_async(d, a, self.stream)
             py: dict = {}
-            for step in prog.plan:
-                if isinstance(step, LaunchStep):
-                    la = step.launch
-                    args = [self._ptr(r, ins_d, outs_d) for r in step.refs]
-                    self.funcs[la.fn].prepared_async_call(la.grid, la.block, self.stream, *args)
-                elif isinstance(step, FallbackStep):
-                    self._fallback(step, ins, outs, outs_d, py)
+            if self.graphs:
+                self._replay(ins_d, outs_d)
+            else:
+                for step in prog.plan:
+                    if isinstance(step, LaunchStep):
+                        self._launch(step, ins_d, outs_d)
+                    elif isinstance(step, FallbackStep):
+                        self._fallback(step, ins, outs, outs_d, py)
             for j, (a, d) in enumerate(zip(outs, outs_d)):
                 if a is not None and a.nbytes:
                     drv.memcpy_dtoh_async(a, d, self.stream)
@@ -141,6 +161,35 @@ class PyCudaSession:
             return [self._result(j, v, ins, outs, py) for j, v in enumerate(g.outputs)]
         finally:
             self.ctx.pop()
+
+    def _launch(self, step: LaunchStep, ins_d, outs_d) -> None:
+        la = step.launch
+        args = [self._ptr(r, ins_d, outs_d) for r in step.refs]
+        self.funcs[la.fn].prepared_async_call(la.grid, la.block, self.stream, *args)
+
+    def _replay(self, ins_d, outs_d) -> None:
+        """Every launch of the plan as one graph launch, recorded on first use (and again when
+        the input/output buffers moved: their addresses are baked into the recorded launches)."""
+        key = tuple(int(d) for d in ins_d) + (None,) + tuple(int(d) for d in outs_d)
+        if self._graph is None or self._graph[0] != key:
+            steps = [p for p in self.program.plan if isinstance(p, LaunchStep)]
+            try:
+                self.stream.begin_capture()
+                try:
+                    for step in steps:
+                        self._launch(step, ins_d, outs_d)
+                finally:
+                    graph = self.stream.end_capture()
+                self._graph = (key, graph.instantiate())
+            except Exception as e:   # capture refused (old driver, ...): launch one by one
+                self.graphs = False
+                self._graph = None
+                self.graph_note = f"CUDA graphs off: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                for step in steps:
+                    self._launch(step, ins_d, outs_d)
+                return
+        self._graph[1].launch(self.stream)
+        self.graph_launches += 1
 
     def _fallback(self, step: FallbackStep, ins, outs, outs_d, py) -> None:
         drv, prog = self.drv, self.program

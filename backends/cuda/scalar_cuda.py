@@ -17,6 +17,7 @@ from irgraph import dtype as dt
 from irgraph.dtype import DType
 
 from ..kernel_ir import LoweringError
+from .prelude_narrow import NARROW_FLOATS, NARROW_INTS, short
 
 _HALF = (dt.float16, dt.bfloat16)
 _REG = {
@@ -25,9 +26,30 @@ _REG = {
     dt.uint64: "irg_u64", dt.float16: "float", dt.bfloat16: "float", dt.float32: "float",
     dt.float64: "double",
 }
+# narrow types (prelude_narrow.py): one byte in memory; a float or a (un)signed char register
+_REG.update({d: ("signed char" if d.kind == "i" else "unsigned char") for d in NARROW_INTS})
+_REG.update({d: "float" for d in NARROW_FLOATS})
 _MEM = dict(_REG)
 _MEM.update({dt.bool_: "unsigned char", dt.float16: "unsigned short", dt.bfloat16: "unsigned short"})
+_MEM.update({d: "unsigned char" for d in NARROW_INTS + NARROW_FLOATS})
 SUPPORTED = frozenset(_REG)
+NARROW = frozenset(NARROW_INTS + NARROW_FLOATS)
+
+
+def carrier(d: DType) -> DType:
+    """The type a narrow type's register value is computed in (int8, uint8 or float32)."""
+    if d in NARROW_FLOATS:
+        return dt.float32
+    if d in NARROW_INTS:
+        return dt.int8 if d.kind == "i" else dt.uint8
+    return d
+
+
+def narrow_round(text: str, d: DType) -> str:
+    """A carrier value brought back to narrow type ``d`` (rounded, or wrapped to its bits)."""
+    if d in NARROW_FLOATS:
+        return f"irg_r_{short(d)}({text})"
+    return f"irg_wrap{'s' if d.kind == 'i' else 'u'}((int)({text}), {d.bits})"
 
 
 class C:
@@ -45,7 +67,8 @@ class C:
 def check(d: DType) -> None:
     if d not in SUPPORTED:
         raise LoweringError(f"dtype {d.name} has no CUDA kernels (the CUDA backend supports "
-                            "bool, integers, float16, bfloat16, float32 and float64)")
+                            "bool, integers, float8/float4 and 4/2-bit integers, float16, "
+                            "bfloat16, float32 and float64)")
 
 
 def reg_type(d: DType) -> str:
@@ -93,6 +116,10 @@ def const_text(value, d: DType, ix: bool = False) -> str:
 
 
 def load_text(ptr: str, idx: str, d: DType) -> str:
+    if d in NARROW_FLOATS:
+        return f"irg_dec_{short(d)}({ptr}[{idx}])"
+    if d in NARROW_INTS:
+        return narrow_round(f"{ptr}[{idx}]", d)
     if d is dt.float16:
         return f"irg_h2f({ptr}[{idx}])"
     if d is dt.bfloat16:
@@ -104,6 +131,10 @@ def load_text(ptr: str, idx: str, d: DType) -> str:
 
 def store_value(v: C) -> str:
     d = v.dtype
+    if d in NARROW_FLOATS:
+        return f"(unsigned char)irg_enc_{short(d)}({v.text})"
+    if d in NARROW_INTS:
+        return f"(unsigned char)(({v.text}) & {(1 << d.bits) - 1})"
     if d is dt.float16:
         return f"irg_f2h({v.text})"
     if d is dt.bfloat16:
@@ -148,6 +179,10 @@ class CudaScalar:
             return self.cast(args[0], to)
         if ix:
             return C(self._ix_op(op, [a.text for a in args]), out, True)
+        if out in NARROW or any(a.dtype in NARROW for a in args):
+            # computed in the carrier type (float32 / int8 / uint8), then rounded or wrapped back
+            res = self.op(op, [C(a.text, carrier(a.dtype), a.ix) for a in args], carrier(out), to)
+            return C(narrow_round(res.text, out), out) if out in NARROW else C(res.text, out)
         m = getattr(self, "op_" + op.rstrip("_"), None)
         if m is not None:
             return C(m(args, out), out)
@@ -186,6 +221,13 @@ class CudaScalar:
         t = x.text
         if src is to and not x.ix:
             return x
+        if src in NARROW:      # the register already holds an int8/uint8/float32 value
+            return self.cast(C(t, carrier(src), x.ix), to)
+        if to in NARROW_INTS:  # wrap the low bits, as ml_dtypes converts (through int64)
+            w = self.cast(x, dt.int8 if src.is_bool else dt.int64)
+            return C(narrow_round(w.text, to), to)
+        if to in NARROW_FLOATS:  # through float32, as ml_dtypes converts
+            return C(narrow_round(self.cast(x, dt.float32).text, to), to)
         rt = reg_type(to)
         if x.ix:   # a pure index: a small non-negative-or-small integer
             if to.is_bool:
@@ -321,6 +363,8 @@ class CudaScalar:
             if op in ("floor", "ceil", "round"):
                 return a.text
             raise LoweringError(f"the CUDA printer has no integer {op}")
+        if op in ("sin", "cos", "tan"):   # the prelude's: no local memory (see prelude_trig.py)
+            return self._round(f"{self._fn('irg_' + op, out)}({a.text})", out)
         return self._round(f"{self._fn(_UNARY_F[op], out)}({a.text})", out)
 
     def _cmp(self, op, args):

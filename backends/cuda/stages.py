@@ -53,6 +53,7 @@ class Stage:
 
 
 def plan_stages(body: list) -> list[Stage]:
+    body = [s if isinstance(s, ExternCall) else _expand_nested(s) for s in body]
     out: list[Stage] = []
     i = 0
     while i < len(body):
@@ -75,6 +76,52 @@ def plan_stages(body: list) -> list[Stage]:
             out.append(Stage("serial", body[i:j + 1]))
             i = j + 1
     return fuse_epilogues(out)
+
+
+# ---- templates inside loops -------------------------------------------------------------------
+def _expand_nested(s):
+    """A template call nested in a loop or a branch (a scan body's matmul) cannot be its own
+    launch: it becomes the equivalent loop nest, run by the thread that runs the loop."""
+    if isinstance(s, ExternCall) and s.fn == "cuda_gemm":
+        return gemm_loop_nest(s)
+    if isinstance(s, Loop):
+        body = [_expand_nested(x) for x in s.body]
+        if any(a is not b for a, b in zip(body, s.body)):
+            return Loop(s.var, s.extent, s.kind, body)
+    elif isinstance(s, If):
+        then = [_expand_nested(x) for x in s.then]
+        orelse = [_expand_nested(x) for x in s.orelse]
+        if any(a is not b for a, b in zip(then + orelse, s.then + s.orelse)):
+            return If(s.cond, then, orelse)
+    return s
+
+
+_nest_ids = iter(range(1 << 62))
+
+
+def gemm_loop_nest(call: ExternCall) -> Loop:
+    """``cuda_gemm`` as kernel IR: for t, m, n: acc = sum_k A * B; C = acc (fp32, k in order)."""
+    from irgraph import dtype as dt
+
+    from ..kernel_ir import INDEX, Const
+    a = call.attrs
+    A, B, Cb = call.args
+    k_ = next(_nest_ids)
+    t, m, n, k = (Var(f"irg_x{k_}_{c}") for c in "tmnk")
+    acc = Var(f"irg_x{k_}_acc", dt.float32)
+
+    def lin(off, *terms_):
+        e = Const(off, INDEX)
+        for v, st in terms_:
+            if st:
+                e = Op("add", [e, Op("mul", [v, Const(st, INDEX)], INDEX)], INDEX)
+        return e
+    prod = Op("mul", [Load(A, lin(a["a_off"], (t, a["a_sb"]), (m, a["a_sm"]), (k, a["a_sk"]))),
+                      Load(B, lin(a["b_off"], (t, a["b_sb"]), (k, a["b_sk"]), (n, a["b_sn"])))], dt.float32)
+    body = [Local(acc, Const(0.0, dt.float32)),
+            Loop(k, a["K"], "serial", [Assign(acc, Op("add", [acc, prod], dt.float32))]),
+            Store(Cb, lin(a["c_off"], (t, a["c_sb"]), (m, a["c_sm"]), (n, a["c_sn"])), acc)]
+    return Loop(t, a["batch"], "serial", [Loop(m, a["M"], "serial", [Loop(n, a["N"], "serial", body)])])
 
 
 def _scope_end(body, i) -> int:
@@ -204,22 +251,53 @@ def gemm_targets(a: dict) -> np.ndarray:
     return (a["c_off"] + t * a["c_sb"] + m * a["c_sm"] + n * a["c_sn"]).reshape(-1)
 
 
+# Largest epilogue checked element by element (in chunks of ``analysis.NUMERIC_LIMIT``).
+EPILOGUE_CHECK_LIMIT = 1 << 26
+
+
+def _chunks(st: Stage):
+    """(first flat index, env) over the stage's grid, ``NUMERIC_LIMIT`` points at a time."""
+    step = analysis.NUMERIC_LIMIT
+    strides, inner = [], 1
+    for d in reversed(st.pext):
+        strides.append(inner)
+        inner *= d
+    strides.reverse()
+    for q0 in range(0, st.size, step):
+        q = np.arange(q0, min(q0 + step, st.size), dtype=np.int64)
+        yield q0, {v.name: (q // k) % d for v, k, d in zip(st.pvars, strides, st.pext)}
+
+
 def _linear_store(st: Stage):
     """(store, base) when the stage is one Store at ``base + q`` over its whole grid."""
     if st.rest or len(st.stmts) != 1 or not isinstance(st.stmts[0], Store):
         return None
-    if st.size > analysis.NUMERIC_LIMIT:
+    if st.size > EPILOGUE_CHECK_LIMIT or not st.size:
         return None
     s = st.stmts[0]
-    env = analysis.grid(st.pvars, st.pext)
-    idx = analysis.evaluate(s.index, env)
-    if idx is None:
-        return None
-    idx = np.broadcast_to(idx, (st.size,))
-    base = int(idx[0]) if st.size else 0
-    if not np.array_equal(idx, base + np.arange(st.size, dtype=np.int64)):
-        return None
-    return s, base, env
+    base = None
+    for q0, env in _chunks(st):
+        idx = analysis.evaluate(s.index, env)
+        if idx is None:
+            return None
+        n = len(next(iter(env.values()))) if env else 1
+        idx = np.broadcast_to(idx, (n,))
+        if base is None:
+            base = int(idx[0])
+        if not np.array_equal(idx, base + q0 + np.arange(n, dtype=np.int64)):
+            return None
+    return s, base
+
+
+def _dense(off: int, dims) -> int | None:
+    """``off + sum(i_k * stride_k)`` over ``dims`` [(extent, stride)]: the first index when it
+    covers a contiguous range exactly once, else None."""
+    reach = 1
+    for e, s in sorted(((e, s) for e, s in dims if e > 1), key=lambda d: d[1]):
+        if s != reach:
+            return None
+        reach *= e
+    return off
 
 
 def epilogue_fits(call: ExternCall, st: Stage) -> bool:
@@ -228,17 +306,18 @@ def epilogue_fits(call: ExternCall, st: Stage) -> bool:
     lin = _linear_store(st)
     if lin is None:
         return False
-    s, base, env = lin
+    s, base = lin
     if s.buf is not cbuf or st.size != a["batch"] * a["M"] * a["N"]:
         return False
-    tg = np.sort(gemm_targets(a))
-    if not np.array_equal(tg, base + np.arange(st.size, dtype=np.int64)):
+    if _dense(a["c_off"], [(a["batch"], a["c_sb"]), (a["M"], a["c_sm"]), (a["N"], a["c_sn"])]) != base:
         return False
-    idx = base + np.arange(st.size, dtype=np.int64)
-    for x in walk_expr(s.value):      # every read of C is the element being stored
-        if isinstance(x, Load) and x.buf is cbuf:
+    loads = [x for x in walk_expr(s.value) if isinstance(x, Load) and x.buf is cbuf]
+    for q0, env in _chunks(st):     # every read of C is the element being stored
+        n = len(next(iter(env.values()))) if env else 1
+        idx = base + q0 + np.arange(n, dtype=np.int64)
+        for x in loads:
             v = analysis.evaluate(x.index, env)
-            if v is None or not np.array_equal(np.broadcast_to(v, (st.size,)), idx):
+            if v is None or not np.array_equal(np.broadcast_to(v, (n,)), idx):
                 return False
     st.attrs_base = base
     return True

@@ -14,7 +14,8 @@ fibers (``emulator.py``), under the ``schedule`` chosen: forward, reverse or shu
 ``seed``). ``sanitize=True`` is an AddressSanitizer build (needs libasan preloaded).
 
 Options: ``opt_level``, ``fallback`` (numpy reference for nodes without a CUDA lowering),
-``check_types`` (accepted, as on cpu); cuda: ``arch`` ("sm_80,sm_90" or a list), ``device``;
+``check_types`` (accepted, as on cpu); cuda: ``arch`` ("sm_80,sm_90" or a list), ``device``,
+``graphs`` (replay the launches as one CUDA graph where PyCUDA can; default True);
 cuda-emulator: ``schedule``, ``seed``, ``sanitize``.
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .emulator import ORDERS
 from .program import CudaProgram
 
 COMMON = ("opt_level", "fallback", "check_types")
-OPTIONS = {"cuda": COMMON + ("arch", "device"),
+OPTIONS = {"cuda": COMMON + ("arch", "device", "graphs"),
            "cuda-emulator": COMMON + ("schedule", "seed", "sanitize")}
 
 _binaries = threading.local()
@@ -58,8 +59,9 @@ class use_binaries:
 class CudaExecutable:
     """A program compiled by nvcc; runs through PyCUDA on the first call that needs it."""
 
-    def __init__(self, program: CudaProgram, archs, device: int = 0):
+    def __init__(self, program: CudaProgram, archs, device: int = 0, graphs: bool = True):
         self.program = program
+        self.graphs = graphs
         self.report = program.report
         cur = getattr(_binaries, "current", None)
         hit = cur.table.get(program.source_sha256) if cur is not None else None
@@ -77,7 +79,7 @@ class CudaExecutable:
     def run(self, inputs) -> list:
         if self._session is None:
             from .runtime_pycuda import PyCudaSession
-            self._session = PyCudaSession(self.program, self.binaries, self.device)
+            self._session = PyCudaSession(self.program, self.binaries, self.device, graphs=self.graphs)
         return self._session.run(inputs)
 
 
@@ -98,6 +100,20 @@ class EmulatedExecutable:
     def run(self, inputs, schedule: str | None = None, seed: int | None = None) -> list:
         return self.executor.run(inputs, order=schedule or self.schedule,
                                  seed=self.seed if seed is None else seed)
+
+
+class PlannedExecutable:
+    """A program printed but not compiled (``ProgramPlanner``)."""
+
+    def __init__(self, program: CudaProgram):
+        self.program = program
+        self.report = program.report
+
+    def kernels_ir(self) -> str:
+        return self.program.kernels_ir()
+
+    def run(self, inputs) -> list:
+        return []
 
 
 class CudaRunner(CpuRunner):
@@ -132,9 +148,12 @@ class CudaRunner(CpuRunner):
                 notes += note
             if dims:
                 notes = [f"specialized for {dims}"] + notes
-            prog = CudaProgram(g, fallback=self.fallback, prefix=f"irg{len(self.programs)}_", notes=notes)
-            if self.target == "cuda":
-                p = CudaExecutable(prog, self.options["arch"], self.options["device"])
+            prefix = f"{self.options.get('prefix', 'irg')}{len(self.programs)}_"
+            prog = CudaProgram(g, fallback=self.fallback, prefix=prefix, notes=notes)
+            if self.target == "plan":
+                p = PlannedExecutable(prog)
+            elif self.target == "cuda":
+                p = CudaExecutable(prog, self.options["arch"], self.options["device"], self.options["graphs"])
             else:
                 p = EmulatedExecutable(prog, self.options["schedule"], self.options["seed"],
                                        self.options["sanitize"])
@@ -142,6 +161,19 @@ class CudaRunner(CpuRunner):
             while len(self.programs) > MAX_PROGRAMS:
                 self.programs.popitem(last=False)
             return p
+
+
+class ProgramPlanner(CudaRunner):
+    """The CUDA programs a target would build for given inputs (the same specialization on dims
+    and small input values), printed but not compiled: for tools and tests that put many
+    programs into one emulator library or one nvcc run. ``graph``: already optimized."""
+
+    def __init__(self, graph: Graph, prefix: str = "irg"):
+        super().__init__(graph, "plan", 0, False, {"prefix": prefix})
+
+    def program(self, inputs) -> CudaProgram:
+        self(inputs)
+        return self.last.program
 
 
 def _archs(value) -> tuple:
@@ -172,6 +204,7 @@ def _factory(target: str):
         if target == "cuda":
             opts["arch"] = _archs(options.get("arch"))
             opts["device"] = int(options.get("device") or 0)
+            opts["graphs"] = bool(options.get("graphs", True))
         else:
             sched = options.get("schedule", "forward")
             if sched not in ORDERS:

@@ -1,4 +1,5 @@
-"""AddressSanitizer over a small subset: the emulator built with -fsanitize=address, every
+"""AddressSanitizer over a small subset (BERT layer, GEMMs, softmax, grouped/depthwise/3-d
+implicit-GEMM convolutions): the emulator built with -fsanitize=address, every
 buffer in its own exact-size allocation, run in a child process with libasan preloaded (ASan
 must be the first library loaded). Any out-of-bounds read or write aborts the child."""
 from __future__ import annotations
@@ -20,12 +21,17 @@ sys.path[:0] = [{here!r}, {tests!r}]
 import numpy as np
 import models
 import test_cuda_kernels as tk
+import test_cuda_conv as tc
+from irgraph.interpreter import run_graph
 from cudacheck import program_for, run_schedules, shared_module
 import irgraph
 progs = {{"bert": program_for(models.bert_layer(hidden=32, heads=2, ffn=48), {{"N": 2, "S": 5}}, prefix="b_"),
           "bmm": program_for(tk.CASES["bmm"][0], prefix="m_"),
           "gemm_tt": program_for(tk.CASES["gemm_tt"][0], prefix="g_"),
-          "softmax": program_for(tk.CASES["softmax_long"][0], prefix="s_")}}
+          "softmax": program_for(tk.CASES["softmax_long"][0], prefix="s_"),
+          "conv": program_for(tc.CASES["groups"][0], prefix="cg_"),
+          "dwconv": program_for(tc.CASES["depthwise_mult_stride"][0], prefix="cd_"),
+          "conv3d": program_for(tc.CASES["conv3d"][0], prefix="c3_")}}
 mod = shared_module(progs.values(), sanitize=True)
 rng = np.random.default_rng(0)
 m = models.bert_layer(hidden=32, heads=2, ffn=48)
@@ -39,6 +45,13 @@ for k, key in (("bmm", "bmm"), ("gemm_tt", "gemm_tt"), ("softmax", "softmax_long
     ins = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     for outs in run_schedules(progs[k], mod, ins, sanitize=True).values():
         np.testing.assert_allclose(outs[0], ref(*ins), rtol=1e-4, atol=1e-5 * math.sqrt(red))
+for k in ("conv", "dwconv", "conv3d"):
+    model = tc.CASES[{{"conv": "groups", "dwconv": "depthwise_mult_stride", "conv3d": "conv3d"}}[k]][0]
+    g = irgraph.compile(model).graph
+    feeds = tc._feeds(model)
+    want = run_graph(g, [feeds[v.name] for v in g.inputs])[0]
+    for outs in run_schedules(progs[k], mod, [feeds[v.name] for v in progs[k].graph.inputs], sanitize=True).values():
+        np.testing.assert_allclose(outs[0], want, rtol=1e-4, atol=1e-4)
 print("ASAN-CLEAN")
 """
 

@@ -57,14 +57,15 @@ def test_model_matches_interpreter_under_every_schedule(name, built):
 
 
 def test_models_use_the_gpu_schedules(built):
-    """The fused GEMM epilogue, block/warp reductions and grid-stride maps are what runs, not
-    single-thread fallbacks."""
+    """The fused GEMM and implicit-GEMM conv epilogues, block/warp reductions and grid-stride
+    maps are what runs, not single-thread fallbacks."""
     progs, _ = built
     kinds = {}
     for p in progs.values():
         for k, v in p.report.stages.items():
             kinds[k] = kinds.get(k, 0) + v
     assert kinds.get("gemm+epilogue", 0) >= 5
+    assert kinds.get("conv+epilogue", 0) >= 4      # the ResNet's convs: implicit GEMM, BN/ReLU fused
     assert kinds.get("reduce", 0) >= 4
     assert kinds.get("map", 0) >= 10
     assert kinds.get("serial", 0) == 0, kinds
