@@ -124,6 +124,12 @@ def rule_conv(ctx, n, ins, int_ok: bool = False):
     plan = _window(n, x, kernel)
     if odt not in (dt.float32, dt.float64, dt.float16, dt.bfloat16) and not (int_ok and odt is dt.int32):
         raise LoweringError(f"conv of {odt.name}", op=n.op, node=n.name)
+    # A backend's own conv template (CUDA: implicit GEMM, backends/cuda/conv.py) returns the
+    # lowered outputs or None to take the paths below; backends without ``conv`` (the CPU) skip it.
+    if ctx.templates is not None and hasattr(ctx.templates, "conv"):
+        res = ctx.templates.conv(ctx, n, x, w, bias, plan, shape, odt)
+        if res is not None:
+            return res
     direct = None
     if (ctx.templates is not None and group == 1 and odt is dt.float32 and x.dtype is dt.float32
             and hasattr(ctx.templates, "direct_conv") and isinstance(w, View) and w.buf.data is not None
@@ -321,6 +327,9 @@ def rule_pool(ctx, n, ins):
     def emit(c, dest):
         from irgraph.ops.reduction import REDUCTION_IDENTITY
         from .lower import PARALLEL_MIN_WORK
+        if (op == "max_pool" and c.templates is not None and hasattr(c.templates, "maxpool2d")
+                and c.templates.maxpool2d(c, x, plan, kernel, dest)):
+            return
         b = IRBuilder()
         nsp = len(kernel)
         with c.stage():

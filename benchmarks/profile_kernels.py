@@ -21,6 +21,8 @@ import time
 
 import numpy as np
 
+STAT = "median"     # or "min" (--min): the fastest call, steadier on a busy machine
+
 
 def node_flops(n) -> int:
     """Multiply-adds x 2 of a conv / matmul node (0 for anything else); walks fused bodies."""
@@ -31,7 +33,7 @@ def node_flops(n) -> int:
         out = n.outputs[0].type.shape
         return 2 * int(np.prod(out)) * int(np.prod(w[1:]))
     if n.op == "matmul":
-        a, b = n.inputs[0].type.shape, n.inputs[1].type.shape
+        a = n.inputs[0].type.shape
         out = n.outputs[0].type.shape
         return 2 * int(np.prod(out)) * int(a[-1])
     return 0
@@ -106,7 +108,7 @@ def profile(path: str, threads: int, repeat: int):
     rows = []
     for s, ts in zip(prog.kernel_steps, times):
         rows.append({"kernel": s.plan.kernel.name, "source": list(s.plan.kernel.source),
-                     "us": statistics.median(ts) / 1e3, "flops": node_flops(s.node),
+                     "us": (min(ts) if STAT == "min" else statistics.median(ts)) / 1e3, "flops": node_flops(s.node),
                      "shape": list(s.node.outputs[0].type.shape)})
     return rows
 
@@ -115,7 +117,6 @@ def ort_profile(path: str, threads: int, repeat: int) -> dict:
     """Per-node median microseconds from onnxruntime's profiler (node name -> us)."""
     import onnxruntime as ort
     from irgraph.random_inputs import random_inputs
-    from irgraph.types import TensorType  # noqa: F401
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
@@ -146,7 +147,10 @@ def main(argv=None) -> None:
     ap.add_argument("--repeat", type=int, default=50)
     ap.add_argument("--ort", action="store_true")
     ap.add_argument("--top", type=int, default=0, help="only the K slowest kernels")
+    ap.add_argument("--min", action="store_true", help="report each kernel's fastest call, not the median")
     a = ap.parse_args(argv)
+    global STAT
+    STAT = "min" if a.min else "median"
     rows = profile(a.model, a.threads, a.repeat)
     ort_t = ort_profile(a.model, a.threads, a.repeat) if a.ort else {}
     total = sum(r["us"] for r in rows)

@@ -3,8 +3,8 @@
 Each ``Kernel`` becomes ``void @k(ptr noalias %buf0, ...)`` over its buffers (params, then
 temps). Loops are plain counted loops that LLVM's loop vectorizer turns into SIMD code at O3;
 a top-level ``parallel`` loop is outlined into ``@k.loopN(ptr noalias ..., i64 lo, i64 hi)``
-and run on libgomp's threads through ``GOMP_parallel`` (about 1 µs a region) when the module
-is built for more than one thread. Scalars go through ``LLVMScalar`` (scalar_llvm.py); only
+and run in parts on the thread pool of threads.py (about 1 µs a region) when the module is built
+for more than one thread. Scalars go through ``LLVMScalar`` (scalar_llvm.py); only
 ops marked ``fast`` (a reduction's combine step) get reassociation flags.
 
 ``add_entry`` writes the function that calls a sequence of kernels with pointers taken from
@@ -22,7 +22,7 @@ from irgraph.dtype import DType
 
 from ..kernel_ir import (INDEX, Assign, Buffer, Const, ExternCall, If, Kernel, Load, Local, Loop,
                          LoweringError, Op, Store, Var, walk_expr)
-from .scalar_llvm import I32, I64, PTR, V, LLVMScalar, mem_type, reg_type
+from .scalar_llvm import I64, PTR, V, LLVMScalar, mem_type, reg_type
 
 VOID = ir.VoidType()
 
@@ -113,15 +113,14 @@ class ModuleGen:
             self.uses_gomp = self.uses_gomp or kernel.parallel
         return self._convs[key]
 
-    def gomp(self):
-        self.uses_gomp = True
-        m = self.module
-        fnty = ir.FunctionType(VOID, [PTR])
-        par = m.globals.get("GOMP_parallel") or ir.Function(
-            m, ir.FunctionType(VOID, [PTR, PTR, I32, I32]), name="GOMP_parallel")
-        tnum = m.globals.get("omp_get_thread_num") or ir.Function(m, ir.FunctionType(I32, []), name="omp_get_thread_num")
-        tcnt = m.globals.get("omp_get_num_threads") or ir.Function(m, ir.FunctionType(I32, []), name="omp_get_num_threads")
-        return par, tnum, tcnt, fnty
+    def maxpool(self, kernel) -> ir.Function:
+        """A vectorized 2-D max pool (backends/cpu/pool_direct.py), emitted once per variant."""
+        key = kernel.tag
+        if key not in self._convs:
+            kernel.name = self.unique("irg_maxpool")
+            self._convs[key] = kernel.emit(self.module)
+            self.uses_gomp = self.uses_gomp or kernel.parallel
+        return self._convs[key]
 
     def __str__(self) -> str:
         return str(self.module)
@@ -200,7 +199,8 @@ class _FnGen:
         b.position_at_end(done)
 
     def parallel(self, s: Loop) -> None:
-        """Outline the loop body over [lo, hi); run it on all threads through GOMP_parallel."""
+        """Outline the loop body over [lo, hi); run it on the pool in up to PARTS_PER_THREAD parts a
+        thread, whole vectors each."""
         mg = self.mg
         name = mg.unique(self.fn.name + ".loop")
         body_fn = ir.Function(mg.module, ir.FunctionType(VOID, [PTR] * len(self.bufs) + [I64, I64]), name=name)
@@ -218,36 +218,41 @@ class _FnGen:
         if mg.num_threads == 1:
             self.b.call(body_fn, ptr_args + [ir.Constant(I64, 0), ir.Constant(I64, s.extent)])
             return
-        par, tnum, tcnt, fnty = mg.gomp()
-        tramp = ir.Function(mg.module, fnty, name=mg.unique(name + ".omp"))
-        tramp.linkage = "internal"
-        tb = ir.IRBuilder(tramp.append_basic_block("entry"))
-        ctxp = tramp.args[0]
-        loaded = []
-        for k in range(len(self.bufs)):
-            slot = tb.gep(ctxp, [ir.Constant(I64, k)], inbounds=True, source_etype=I64)
-            loaded.append(tb.inttoptr(tb.load(slot, typ=I64), PTR))
-        tid = tb.sext(tb.call(tnum, []), I64)
-        nt = tb.sext(tb.call(tcnt, []), I64)
+        from . import threads
+        worker = ir.Function(mg.module, threads.WORKER_TYPE, name=mg.unique(name + ".part"))
+        worker.linkage = "internal"
+        worker.attributes.add("nounwind")
+        tb = ir.IRBuilder(worker.append_basic_block("entry"))
+        part, nparts, ctxp = worker.args
+        loaded = [threads.load_ctx(tb, ctxp, k, PTR) for k in range(len(self.bufs))]
         ext = ir.Constant(I64, s.extent)
-        chunk = tb.sdiv(tb.add(ext, tb.sub(nt, ir.Constant(I64, 1))), nt)
-        if s.extent >= 64:  # whole vectors per thread
+        chunk = tb.sdiv(tb.add(ext, tb.sub(nparts, ir.Constant(I64, 1))), nparts)
+        if s.extent >= 64:  # whole vectors per part
             chunk = tb.and_(tb.add(chunk, ir.Constant(I64, 15)), ir.Constant(I64, -16))
-        lo = tb.mul(tid, chunk)
+        lo = tb.mul(part, chunk)
         lo = tb.select(tb.icmp_signed("<", lo, ext), lo, ext)
         hi = tb.add(lo, chunk)
         hi = tb.select(tb.icmp_signed("<", hi, ext), hi, ext)
         tb.call(body_fn, loaded + [lo, hi])
         tb.ret_void()
-        arr = self.alloca_b.alloca(I64, size=max(1, len(self.bufs)), name="par.ctx")
-        for k, p in enumerate(ptr_args):
-            slot = self.b.gep(arr, [ir.Constant(I64, k)], inbounds=True, source_etype=I64)
-            self.b.store(self.b.ptrtoint(p, I64), slot)
-        self.b.call(par, [tramp, arr, ir.Constant(I32, mg.num_threads), ir.Constant(I32, 0)])
+        ctx = threads.store_ctx(self.b, ptr_args) if ptr_args else ir.Constant(PTR, None)
+        parts = max(1, min(mg.num_threads * threads.PARTS_PER_THREAD, s.extent // 16 or 1))
+        threads.launch(self.b, None, worker, ctx, ir.Constant(I64, mg.num_threads),
+                       parts=ir.Constant(I64, max(parts, mg.num_threads)))
+        mg.uses_gomp = True
 
     def extern(self, s: ExternCall) -> None:
         if s.fn == "conv2d":
             self.conv2d(s)
+            return
+        if s.fn == "maxpool2d":
+            from .pool_direct import kernel_from_attrs
+            fn = self.mg.maxpool(kernel_from_attrs(s.attrs, self.mg.num_threads))
+            X, O = s.args
+            b = self.b
+            ptrs = [b.gep(self.ptrs[id(buf)], [ir.Constant(I64, int(s.attrs[k]))], inbounds=True,
+                          source_etype=mem_type(buf.dtype)) for buf, k in ((X, "x_off"), (O, "out_off"))]
+            b.call(fn, ptrs + [ir.Constant(I64, self.mg.num_threads)])
             return
         if s.fn != "gemm":
             raise LoweringError(f"the CPU backend has no template {s.fn!r}")
@@ -281,8 +286,16 @@ class _FnGen:
             return b.gep(self.ptrs[id(buf)], [ir.Constant(I64, int(off))], inbounds=True,
                          source_etype=mem_type(buf.dtype))
         res = at(ep.residual, ep.residual_off) if ep and ep.residual is not None else ir.Constant(PTR, None)
+        dims = ir.Constant(PTR, None)
+        if hasattr(k, "dims"):     # sizes read at run time: one function per kernel family
+            vals = [int(v) for v in k.dims()]
+            g = ir.GlobalVariable(self.mg.module, ir.ArrayType(I64, len(vals)), self.mg.unique("conv.dims"))
+            g.linkage = "internal"
+            g.global_constant = True
+            g.initializer = ir.Constant(ir.ArrayType(I64, len(vals)), vals)
+            dims = b.bitcast(g, PTR)
         b.call(fn, [at(X, a["x_off"]), at(W, a["w_off"]), at(bias, a["bias_off"]), res,
-                    at(out, a["out_off"]), self.ptrs[id(ws)], ir.Constant(I64, self.mg.num_threads)])
+                    at(out, a["out_off"]), self.ptrs[id(ws)], ir.Constant(I64, self.mg.num_threads), dims])
 
     # -- expressions --
     def addr(self, buf: Buffer, idx: V):
@@ -337,6 +350,12 @@ class CpuTemplates:
         """The direct convolution kernel for this float32 2-D conv when it pays (else None)."""
         from .conv_template import choose
         return choose(x_shape, w_shape, plan, self.num_threads)
+
+    def maxpool2d(self, ctx, x, plan, kernel, dest) -> bool:
+        """A vectorized float32 2-D max pool into ``dest``; False when it does not apply."""
+        from . import llvm_target
+        from .pool_direct import lower
+        return lower(ctx, x, plan, kernel, dest, self.num_threads, llvm_target.host_cpu().f32_lanes)
 
     def emit_direct_conv(self, ctx, kernel, x, w, bias, dest) -> None:
         from .conv_template import lower
@@ -427,11 +446,12 @@ def kernel_module(kernels, num_threads: int = 1, name: str = "kernels") -> tuple
 
 def compile_module(mg: ModuleGen, cache=True):
     """Machine code for the module: from the on-disk object cache (cache.py) when this exact IR
-    was compiled before on this host, else O3 + codegen (libgomp loaded first when used)."""
+    was compiled before on this host, else O3 + codegen (the thread pool registered first when
+    used; ``uses_gomp`` keeps its old name: runtime.py reads it)."""
     from . import cache as object_cache
-    from . import llvm_target
+    from . import threads
     if mg.uses_gomp:
-        llvm_target.load_gomp()
+        threads.ensure_pool()
     return object_cache.compile_cached(str(mg.module), options="model", cache=cache)
 
 

@@ -20,16 +20,18 @@ that cost 30-160 % over onnxruntime. This kernel reads the input in place of an 
    activation; each vector is stored with masked stores, one per output row it touches, straight
    into the NCHW output (no transpose, no second pass).
 
-Threads (libgomp) split the planes' channels while copying and then the (q tile, channel block)
-work items; a barrier separates the two phases.
+Threads: two regions of the pool (threads.py) per image, each in PARTS_PER_THREAD parts per
+thread claimed dynamically: copy ranges of channels into the planes, then compute ranges of q
+tiles.
 
 ABI (everything about shapes is fixed when the kernel is generated)::
 
-    void NAME(ptr x, ptr wpk, ptr bias, ptr R, ptr out, ptr ws, i64 nthreads)
+    void NAME(ptr x, ptr wpk, ptr bias, ptr R, ptr out, ptr ws, i64 nthreads, ptr unused)
 
 ``x``: (N, C, H, W) floats; ``wpk``: ``pack_weights(w)``; ``bias``: M floats or NULL when the
 kernel was built without one (likewise ``R``: (N, M, OH, OW)); ``out``: (N, M, OH, OW); ``ws``:
-``workspace_bytes()`` scratch bytes, any alignment. Pointers need only 4-byte alignment.
+``workspace_bytes(nthreads)`` scratch bytes, any alignment. Pointers need only 4-byte alignment.
+The last argument is conv_direct_oc.py's ``dims`` (the two kernels share one call).
 """
 from __future__ import annotations
 
@@ -41,8 +43,8 @@ import numpy as np
 from irgraph.errors import CompileError, InputError
 
 from . import llvm_target, threads
-from .gemm import (ACTIVATIONS, F32, I32, I64, PTR, VOID, Epilogue, VecOps, _function, carried_loop,
-                   fptr, for_range, i64, if_then)
+from .gemm import (ACTIVATIONS, F32, I32, I64, PTR, Epilogue, VecOps, _function, carried_loop, fptr,
+                   for_range, i64, if_then, imin)
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,7 @@ class DirectConv:
     has_bias: bool = False
     has_residual: bool = False
     parallel: bool = True
+    max_threads: int = 2           # parts the workspace has planes for (more are not used)
     name: str = "irg_conv"
 
     def __post_init__(self):
@@ -164,7 +167,8 @@ class DirectConv:
         last = (g.c - 1) * per_c + max(g.tap_offset(a, b) for a in range(g.kh) for b in range(g.kw))
         return _round_up(max(g.c * per_c, last + self.qtiles * cfg.tq), 16)
 
-    def workspace_bytes(self) -> int:
+    def workspace_bytes(self, num_threads: int = 1) -> int:
+        """Scratch: the phase planes (shared by the threads)."""
         return 4 * self.planes_floats() + 64
 
     def packed_weights_floats(self) -> int:
@@ -186,7 +190,7 @@ class DirectConv:
     def tag(self) -> str:
         g, c = self.geom, self.config
         return (f"conv|{g}|{c}|{self.epilogue.tag}|b{int(self.has_bias)}r{int(self.has_residual)}"
-                f"p{int(self.parallel)}")
+                f"p{int(self.parallel)}t{self.max_threads}")
 
     # ---- IR ---------------------------------------------------------------------------------
     def emit(self, mod: ir.Module) -> ir.Function:
@@ -199,8 +203,6 @@ class DirectConv:
 
     def build(self, cache=True) -> "CompiledConv":
         from . import cache as object_cache
-        if self.parallel:
-            llvm_target.load_gomp()
         return CompiledConv(self, object_cache.compile_cached(self.ir(), options=self.tag, cache=cache))
 
 
@@ -212,55 +214,9 @@ class _ConvEmitter:
 
     # -- phase planes -----------------------------------------------------------------------
     def pad(self):
-        """``void pad(ptr x_img, ptr xs, i64 c0, i64 c1)``: channels [c0, c1) into their planes."""
-        g, L = self.g, self.L
-        fn, b = _function(self.mod, self.p + ".pad", [PTR, PTR, I64, I64], noinline=True)
-        x, xs, c0, c1 = fn.args
-        vo = VecOps(b, L)
-        vi = vo.vi
-        iota = vo.iota
-
-        def splat_i(v):
-            s = b.insert_element(ir.Constant(vi, ir.Undefined), b.trunc(v, I32), ir.Constant(I32, 0))
-            return b.shuffle_vector(s, ir.Constant(vi, ir.Undefined), ir.Constant(vi, [0] * L))
-
-        def in_cols(base, shift):
-            """Lanes j with 0 <= base + j + shift < W."""
-            t = b.add(iota, splat_i(b.add(base, i64(shift))))
-            return b.and_(b.icmp_signed(">=", t, ir.Constant(vi, [0] * L)),
-                          b.icmp_signed("<", t, ir.Constant(vi, [g.w] * L)))
-        even = ir.Constant(vi, [2 * j for j in range(L)])
-        with for_range(b, c0, c1, 1, "c") as c:
-            xc = fptr(b, x, b.mul(c, i64(g.h * g.w)))
-            for ph in range(g.sh):
-                for pw in range(g.sw):
-                    plane = fptr(b, xs, b.mul(b.add(b.mul(c, i64(g.phases)), i64(ph * g.sw + pw)),
-                                              i64(g.plane)))
-                    with for_range(b, 0, g.hq, 1, "hq") as hq:
-                        r = b.sub(b.add(b.mul(hq, i64(g.sh)), i64(ph)), i64(g.pt))
-                        dst = fptr(b, plane, b.mul(hq, i64(g.wq)))
-                        ok = b.and_(b.icmp_signed(">=", r, i64(0)), b.icmp_signed("<", r, i64(g.h)))
-                        src = fptr(b, xc, b.mul(r, i64(g.w)))
-                        with for_range(b, 0, g.wq, L, "wq") as wq:
-                            smask = vo.mask(b.sub(i64(g.wq), wq))
-                            base = b.sub(b.add(b.mul(wq, i64(g.sw)), i64(pw)), i64(g.pl))
-                            if g.sw == 1:
-                                m = b.and_(in_cols(base, 0), b.select(ok, smask, vo.none))
-                                v = vo.mload(fptr(b, src, base), m)
-                            else:
-                                lo = vo.mload(fptr(b, src, base), b.select(ok, in_cols(base, 0), vo.none))
-                                hi = vo.mload(fptr(b, src, b.add(base, i64(L))),
-                                              b.select(ok, in_cols(base, L), vo.none))
-                                v = b.shuffle_vector(lo, hi, even)
-                            vo.mstore(v, fptr(b, dst, wq), smask)
-        # the slack past the last plane (read only by dropped outputs): zeros, not stale data
-        total, used = self.k.planes_floats(), g.c * g.phases * g.plane
-        if total > used:
-            with if_then(b, b.icmp_signed("==", c1, i64(g.c)), "slack"):
-                with for_range(b, used, total, L, "z") as z:
-                    vo.mstore(vo.zero, fptr(b, xs, z), vo.mask(b.sub(i64(total), z)))
-        b.ret_void()
-        return fn
+        g = self.g
+        return emit_planes(self.mod, self.p + ".pad", g.sh, g.sw, self.L,
+                           (g.c, g.h, g.w, g.pt, g.pl, g.hq, g.wq, self.k.planes_floats()))
 
     # -- register tile --------------------------------------------------------------------------
     def tile(self):
@@ -342,52 +298,114 @@ class _ConvEmitter:
         return b.shuffle_vector(s, ir.Constant(vo.vi, ir.Undefined), ir.Constant(vo.vi, [0] * vo.L))
 
     # -- driver ---------------------------------------------------------------------------------
-    def worker(self, pad, tile):
-        g, k = self.g, self.k
-        fn, b = _function(self.mod, self.p + ".worker", [I64, I64, PTR])
-        tid, nth, ctx = fn.args
-        x, wpk, bias, R, out, ws = (threads.load_ctx(b, ctx, i, PTR) for i in range(6))
-        xs = b.inttoptr(b.and_(b.add(b.ptrtoint(ws, I64), i64(63)), i64(-64)), PTR)
-        barrier = threads.declare(self.mod, "GOMP_barrier", VOID, [])
-        multi = b.icmp_signed(">", nth, i64(1))
+    def entry(self):
+        """Two parallel regions per image: parts copy ranges of channels into the shared planes,
+        then parts compute ranges of q tiles for every channel block."""
+        g, k, cfg = self.g, self.k, self.cfg
+        fn, b = _function(self.mod, self.p, [PTR] * 6 + [I64, PTR], internal=False)
+        for a, nm in zip(fn.args, ("x", "wpk", "bias", "R", "out", "ws", "nthreads", "unused")):
+            a.name = nm
+        x, wpk, bias, R, out, ws, nthreads, _ = fn.args
+        pad, tile = self.pad(), self.tile()
         nmb, ntq = k.mblocks, k.qtiles
-        items = nmb * ntq
+
+        def planes(b_, ws_):
+            return b_.inttoptr(b_.and_(b_.add(b_.ptrtoint(ws_, I64), i64(63)), i64(-64)), PTR)
+        fp, pb = _function(self.mod, self.p + ".padpart", [I64, I64, PTR])
+        part, nparts, ctx = fp.args
+        c0, c1 = threads.split_range(pb, i64(g.c), part, nparts)
+        with if_then(pb, pb.icmp_signed("<", c0, c1), "some"):
+            pb.call(pad, [threads.load_ctx(pb, ctx, 0, PTR), planes(pb, threads.load_ctx(pb, ctx, 5, PTR)),
+                          c0, c1, i64(0), i64(g.hq), ir.Constant(PTR, None)])
+        pb.ret_void()
+        ft, tb = _function(self.mod, self.p + ".tilepart", [I64, I64, PTR])
+        part, nparts, ctx = ft.args
+        xv, wv, bv, rv, ov, wsv = (threads.load_ctx(tb, ctx, i, PTR) for i in range(6))
+        t0, t1 = threads.split_range(tb, i64(ntq), part, nparts)
+        xs = planes(tb, wsv)
+        if cfg.mb_inner:
+            with for_range(tb, t0, t1, 1, "qt") as qt:
+                with for_range(tb, 0, nmb, 1, "mb") as mb:
+                    tb.call(tile, [xs, wv, bv, rv, ov, mb, qt])
+        else:
+            with for_range(tb, 0, nmb, 1, "mb") as mb:
+                with for_range(tb, t0, t1, 1, "qt") as qt:
+                    tb.call(tile, [xs, wv, bv, rv, ov, mb, qt])
+        tb.ret_void()
+
+        nth = i64(1)
+        if k.parallel and k.max_threads > 1 and g.flops >= cfg.parallel_min_flops:
+            nth = imin(b, nthreads, i64(k.max_threads))
+        per = b.mul(nth, i64(threads.PARTS_PER_THREAD))
+        ctx = b.alloca(I64, size=I64(6), name="ctx")
         with for_range(b, 0, g.n, 1, "n") as n:
-            xi = fptr(b, x, b.mul(n, i64(g.c * g.h * g.w)))
-            oi = fptr(b, out, b.mul(n, i64(g.m * g.oh * g.ow)))
-            ri = fptr(b, R, b.mul(n, i64(g.m * g.oh * g.ow))) if k.has_residual else R
-            c0, c1 = threads.split_range(b, i64(g.c), tid, nth)
-            with if_then(b, b.icmp_signed("<", c0, c1), "padme"):
-                b.call(pad, [xi, xs, c0, c1])
-            with if_then(b, multi, "bar1"):
-                b.call(barrier, [])
-            t0, t1 = threads.split_range(b, i64(items), tid, nth)
-            with for_range(b, t0, t1, 1, "it") as it:
-                if self.cfg.mb_inner:
-                    qt, mb = b.sdiv(it, i64(nmb)), b.srem(it, i64(nmb))
-                else:
-                    mb, qt = b.sdiv(it, i64(ntq)), b.srem(it, i64(ntq))
-                b.call(tile, [xs, wpk, bias, ri, oi, mb, qt])
-            with if_then(b, multi, "bar2"):
-                b.call(barrier, [])
+            vals = [fptr(b, x, b.mul(n, i64(g.c * g.h * g.w))), wpk, bias,
+                    fptr(b, R, b.mul(n, i64(g.m * g.oh * g.ow))) if k.has_residual else R,
+                    fptr(b, out, b.mul(n, i64(g.m * g.oh * g.ow))), ws]
+            for i, v in enumerate(vals):
+                b.store(b.ptrtoint(v, I64), b.gep(ctx, [I64(i)], inbounds=True, source_etype=I64))
+            threads.launch(b, None, fp, ctx, nth, parts=imin(b, i64(g.c), per))
+            threads.launch(b, None, ft, ctx, nth, parts=imin(b, i64(ntq), per))
         b.ret_void()
         return fn
 
-    def entry(self):
-        fn, b = _function(self.mod, self.p, [PTR] * 6 + [I64], internal=False)
-        for a, nm in zip(fn.args, ("x", "wpk", "bias", "R", "out", "ws", "nthreads")):
-            a.name = nm
-        worker = self.worker(self.pad(), self.tile())
-        ctx = threads.store_ctx(b, list(fn.args[:6]))
-        if self.k.parallel:
-            nth = fn.args[6]
-            if self.g.flops < self.cfg.parallel_min_flops:
-                nth = i64(1)
-            threads.launch(b, threads.emit_trampoline(self.mod, worker), worker, ctx, nth)
-        else:
-            b.call(worker, [i64(0), i64(1), ctx])
-        b.ret_void()
-        return fn
+
+def emit_planes(mod: ir.Module, name: str, sh: int, sw: int, L: int, dims=None) -> ir.Function:
+    """``void name(ptr x_img, ptr xs, i64 c0, i64 c1, i64 r0, i64 r1, ptr dims)``: rows [r0, r1)
+    of the planes of channels [c0, c1) of one (C, H, W) image, zero-padded:
+    ``xs[c][ph][pw][hq][wq]`` (sh x sw phases: padded row r, column s go to plane (r % sh, s % sw)
+    at (r // sh, s // sw); sh = sw = 1 is the plain padded image). ``dims`` points at the i64s
+    (C, H, W, pt, pl, hq, wq, total); the caller that gets c1 == C also zeroes
+    ``xs[C*planes : total]``. Passing ``dims`` (a tuple of those ints) here instead bakes them
+    in and the pointer is ignored. Column phases: 1 or 2."""
+    fn, b = _function(mod, name, [PTR, PTR, I64, I64, I64, I64, PTR], noinline=True)
+    x, xs, c0, c1, r0, r1, dp = fn.args
+    if dims is None:
+        C, H, W, pt, pl, hq, wq, total = (b.load(fptr(b, dp, k, I64), typ=I64) for k in range(8))
+    else:
+        C, H, W, pt, pl, hq, wq, total = (i64(v) for v in dims)
+    vo = VecOps(b, L)
+    vi = vo.vi
+    iota = vo.iota
+    plane = b.mul(hq, wq)
+
+    def splat_i(v):
+        s = b.insert_element(ir.Constant(vi, ir.Undefined), b.trunc(v, I32), ir.Constant(I32, 0))
+        return b.shuffle_vector(s, ir.Constant(vi, ir.Undefined), ir.Constant(vi, [0] * L))
+    wv = splat_i(W)
+
+    def in_cols(base, shift):
+        """Lanes j with 0 <= base + j + shift < W."""
+        t = b.add(iota, splat_i(b.add(base, i64(shift))))
+        return b.and_(b.icmp_signed(">=", t, ir.Constant(vi, [0] * L)), b.icmp_signed("<", t, wv))
+    even = ir.Constant(vi, [2 * j for j in range(L)])
+    with for_range(b, c0, c1, 1, "c") as c:
+        xc = fptr(b, x, b.mul(c, b.mul(H, W)))
+        for ph in range(sh):
+            for pw in range(sw):
+                pl_ = fptr(b, xs, b.mul(b.add(b.mul(c, i64(sh * sw)), i64(ph * sw + pw)), plane))
+                with for_range(b, r0, r1, 1, "hq") as r_:
+                    r = b.sub(b.add(b.mul(r_, i64(sh)), i64(ph)), pt)
+                    dst = fptr(b, pl_, b.mul(r_, wq))
+                    ok = b.and_(b.icmp_signed(">=", r, i64(0)), b.icmp_signed("<", r, H))
+                    src = fptr(b, xc, b.mul(r, W))
+                    with for_range(b, 0, wq, L, "wq") as q:
+                        smask = vo.mask(b.sub(wq, q))
+                        base = b.sub(b.add(b.mul(q, i64(sw)), i64(pw)), pl)
+                        if sw == 1:
+                            v = vo.mload(fptr(b, src, base), b.and_(in_cols(base, 0), b.select(ok, smask, vo.none)))
+                        else:
+                            lo = vo.mload(fptr(b, src, base), b.select(ok, in_cols(base, 0), vo.none))
+                            hi = vo.mload(fptr(b, src, b.add(base, i64(L))), b.select(ok, in_cols(base, L), vo.none))
+                            v = b.shuffle_vector(lo, hi, even)
+                        vo.mstore(v, fptr(b, dst, q), smask)
+    used = b.mul(b.mul(C, i64(sh * sw)), plane)
+    # the slack past the last plane (read only by dropped outputs): zeros, not stale data
+    with if_then(b, b.icmp_signed("==", c1, C), "slack"):
+        with for_range(b, used, total, L, "z") as z:
+            vo.mstore(vo.zero, fptr(b, xs, z), vo.mask(b.sub(total, z)))
+    b.ret_void()
+    return fn
 
 
 class CompiledConv:
@@ -398,8 +416,9 @@ class CompiledConv:
         import ctypes
         self.kernel, self.lib = kernel, lib
         vp = ctypes.c_void_p
-        self._fn = lib.cfunc(kernel.name, None, vp, vp, vp, vp, vp, vp, ctypes.c_int64)
-        self._ws = np.empty(kernel.workspace_bytes(), np.uint8)
+        self._fn = lib.cfunc(kernel.name, None, vp, vp, vp, vp, vp, vp, ctypes.c_int64, vp)
+        self._dims = kernel.dims() if hasattr(kernel, "dims") else None
+        self._ws = np.empty(kernel.workspace_bytes(getattr(kernel, "max_threads", 1)), np.uint8)
         self._packed: tuple = (None, None)
 
     def __call__(self, x, w, bias=None, residual=None, num_threads: int | None = None):
@@ -421,6 +440,8 @@ class CompiledConv:
                              actual=res.shape)
         out = np.empty(oshape, np.float32)
         nth = threads.default_num_threads() if num_threads is None else max(1, int(num_threads))
+        nth = min(nth, getattr(k, "max_threads", nth))
         self._fn(x.ctypes.data, wpk.ctypes.data, 0 if bias is None else bias.ctypes.data,
-                 0 if res is None else res.ctypes.data, out.ctypes.data, self._ws.ctypes.data, nth)
+                 0 if res is None else res.ctypes.data, out.ctypes.data, self._ws.ctypes.data, nth,
+                 0 if self._dims is None else self._dims.ctypes.data)
         return out

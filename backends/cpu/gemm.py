@@ -14,7 +14,7 @@ Structure (Goto/BLIS blocking; measured recipes in shared/reference/llvm-cpu/REA
 
 Packing zero-pads partial panels; the C update and the epilogue use masked loads/stores, so one
 kernel body serves every tile (plus MR/2- and MR/4-row kernels for a short last panel of A).
-K blocks are of equal depth. Threads (libgomp, ``threads.py``) take whole batch items when there
+K blocks are of equal depth. Threads (the pool of ``threads.py``) take whole batch items when there
 are enough, else NR-aligned column or MR-aligned row ranges of each matrix (whichever balances
 better and packs less twice), never K, so results do not depend on the thread count. ``M < small_m`` takes an unpacked streaming path (batch-1 linear
 layers are bandwidth-bound GEMVs). The vector width L comes from the host (16 lanes with
@@ -48,13 +48,14 @@ Generated-code ABI (what ``backends/cpu/codegen.py`` calls from its entry functi
   only 4-byte alignment (unaligned vector moves), but 64-byte aligned panels are faster.
 - ``ws`` is scratch of ``workspace_bytes(M, N, K, nthreads)`` bytes, any alignment (the kernel
   aligns it to 64 bytes); one slice per thread. It may be reused between calls.
-- ``nthreads`` >= 1: threads to use (libgomp ``GOMP_parallel``); problems under
+- ``nthreads`` >= 1: threads to use (``threads.launch``, parts claimed dynamically); problems under
   ``GemmConfig.parallel_min_flops`` run on the calling thread. A kernel built with
-  ``parallel=False`` ignores it and never references libgomp.
+  ``parallel=False`` ignores it and never references the pool.
 - C must not overlap A, B or bias. ``R == C`` with ``ldr == ldc`` (in-place ``C += A @ B``) is
   allowed when the residual is added before the activation (the default); otherwise R and C must
   not overlap.
-- Any module holding a parallel kernel needs ``llvm_target.load_gomp()`` before JIT/object load.
+- A module holding a parallel kernel needs ``threads.ensure_pool()`` before JIT/object load (emitting
+  it calls that).
 
 Python API: ``GemmKernel(config, epilogue=...).build()`` returns a callable
 ``CompiledGemm(a, b, bias=None, residual=None, out=None, num_threads=None)`` on numpy arrays.
@@ -114,7 +115,9 @@ class GemmConfig:
     gemv_kb: int = 8        # rows of B streamed together by the GEMV path (half for M > 1);
     #                         8 measured 1.1x faster than 4 at 1x4096x1024, software prefetch
     #                         of later rows 10-20% slower
-    parallel_min_flops: int = 1 << 20   # below: one thread (a libgomp region costs ~1-2 us)
+    parts_per_thread: int = 1           # parts (each with its workspace slice) per thread
+    parallel_min_flops: int = 1 << 18   # below: one thread (a region costs ~1-2 us; the batch-1
+    #                                     MLP 784-512-512-10 went 47 -> 32 us at 2 threads with 2^18)
 
     def __post_init__(self):
         if self.lanes not in (4, 8, 16):
@@ -200,8 +203,10 @@ def workspace_floats_per_thread(cfg: GemmConfig, M: int, N: int, K: int, packed_
 
 def workspace_bytes(cfg: GemmConfig, M: int, N: int, K: int, num_threads: int,
                     packed_b: bool = False) -> int:
-    """Bytes of ``ws`` for a call with these sizes (64 bytes of slack for the kernel's alignment)."""
-    return 4 * max(num_threads, 1) * workspace_floats_per_thread(cfg, M, N, K, packed_b) + 64
+    """Bytes of ``ws`` for a call with these sizes (64 bytes of slack for the kernel's alignment):
+    one slice per part, ``parts_per_thread`` parts a thread when there is more than one."""
+    parts = 1 if num_threads <= 1 else num_threads * cfg.parts_per_thread
+    return 4 * parts * workspace_floats_per_thread(cfg, M, N, K, packed_b) + 64
 
 
 # ----------------------------------------------------------------------------- IR helpers
@@ -1007,7 +1012,9 @@ class _GemmEmitter:
             M, N, K, batch, nth = fn.args[5], fn.args[6], fn.args[7], fn.args[12], fn.args[18]
             flops = b.mul(b.mul(b.mul(M, N), b.mul(imax(b, K, i64(1)), batch)), i64(2))
             nth = b.select(b.icmp_signed("<", flops, i64(self.cfg.parallel_min_flops)), i64(1), nth)
-            threads.launch(b, threads.emit_trampoline(self.mod, worker), worker, ctx, nth)
+            parts = b.mul(nth, i64(self.cfg.parts_per_thread))
+            parts = b.select(b.icmp_signed(">", nth, i64(1)), parts, i64(1))
+            threads.launch(b, None, worker, ctx, nth, parts=parts)
         else:
             b.call(worker, [i64(0), i64(1), ctx])
         b.ret_void()
@@ -1099,9 +1106,7 @@ class GemmKernel:
         e.g. ``("haswell", "+avx2,+fma,...")`` to run the 8-lane kernel as an AVX2-only machine
         would; bypasses the cache."""
         from . import cache as object_cache
-        text = self.ir()
-        if self.parallel:
-            llvm_target.load_gomp()
+        text = self.ir()       # emitting a parallel kernel registers the thread pool
         if target is not None:
             lib = object_cache.jit(text, *target)
         else:

@@ -1,7 +1,8 @@
-"""The direct convolution kernel (backends/cpu/conv_direct.py), its choice in lowering
-(conv_template.py) and the epilogue folded into it (conv_epilogue.py), against the numpy
-interpreter: strides, dilations, uneven pads, channel counts that are not a multiple of the
-register tile, rows shorter than a vector, batches, threads."""
+"""The direct convolution kernels (backends/cpu/conv_direct.py: a vector of outputs along a row;
+conv_direct_oc.py: a vector of output channels), their choice in lowering (conv_template.py) and
+the epilogue folded into them (conv_epilogue.py), against the numpy interpreter: strides,
+dilations, uneven pads, channel counts that are not a multiple of the register tile, rows shorter
+than a vector, tiles over several rows, batches, threads."""
 from __future__ import annotations
 
 import re
@@ -12,6 +13,7 @@ import pytest
 import irgraph
 from irgraph.backends.cpu import conv_epilogue, conv_template, llvm_target
 from irgraph.backends.cpu.conv_direct import ConvGeometry, DirectConv, DirectConvConfig
+from irgraph.backends.cpu.conv_direct_oc import DirectConvOC, OcTile, tile_for
 from irgraph.backends.cpu.gemm import Epilogue
 from irgraph.graph import Graph
 from irgraph.types import TensorType
@@ -68,16 +70,24 @@ GEOMETRIES = [
 ]
 
 
+def _kernel(kind, g, tile):
+    lanes = llvm_target.host_cpu().f32_lanes
+    ep = dict(epilogue=Epilogue("relu"), has_bias=True, has_residual=True, parallel=True)
+    if kind == "rows":
+        return DirectConv(g, DirectConvConfig.for_host(mr=tile[0], nv=tile[1]), **ep)
+    t = tile_for(g, lanes) if tile is None else OcTile(lanes=lanes, r=tile[0], rw=tile[1], nv=tile[2])
+    return DirectConvOC(g, t, **ep)
+
+
 @pytest.mark.parametrize("xs,ws,attrs", GEOMETRIES)
-@pytest.mark.parametrize("tile", [(4, 2), (3, 3)])
-def test_kernel_matches_interpreter(xs, ws, attrs, tile):
+@pytest.mark.parametrize("kind,tile", [("rows", (4, 2)), ("rows", (3, 3)), ("oc", None), ("oc", (2, 3, 1)),
+                                       ("oc", (1, 4, 2))])
+def test_kernel_matches_interpreter(xs, ws, attrs, kind, tile):
     from irgraph.ops.windows import raiser, window_plan
     plan = window_plan(xs[2:], ws[2:], {"strides": (1, 1), "dilations": (1, 1), "pads": (0,) * 4, **attrs},
                        raiser("conv"))
     g = conv_template.geometry(xs, ws, plan)
-    cfg = DirectConvConfig.for_host(mr=tile[0], nv=tile[1])
-    k = DirectConv(g, cfg, Epilogue("relu"), has_bias=True, has_residual=True, parallel=True)
-    f = k.build()
+    f = _kernel(kind, g, tile).build()
     graph, feeds, ref = _reference(xs, ws, attrs, relu=True, residual=True)
     w = graph.nodes[0].inputs[1].const
     b = graph.nodes[0].inputs[2].const
@@ -93,6 +103,10 @@ def test_packed_weights_round_trip():
     pk = k.pack_weights(w)
     assert pk.size == k.packed_weights_floats() == 3 * 3 * 3 * 2 * 4
     np.testing.assert_array_equal(conv_template.packed_weights_reference(k, pk), w)
+    k = DirectConvOC(g, OcTile(lanes=8, r=1, rw=7, nv=1))
+    pk = k.pack_weights(w)
+    assert pk.size == 2 * 3 * 3 * 2 * 8
+    np.testing.assert_array_equal(conv_template.packed_weights_reference(k, pk), w)
 
 
 @pytest.fixture
@@ -100,6 +114,7 @@ def always_direct(monkeypatch):
     """Direct conv for every shape it supports; counts choices and fused epilogues."""
     seen = {"direct": 0, "fused": []}
     monkeypatch.setattr(conv_template, "MIN_LANE_USE", 0.0)
+    monkeypatch.setattr(conv_template, "MIN_LANE_USE_OC", 0.0)
     choose, fuse = conv_template.choose, conv_epilogue.match
 
     def counting_choose(*a, **k):
@@ -159,24 +174,54 @@ def test_resnet18_layers_choose_direct_where_it_pays():
     def chosen(xs, ws, s, p):
         plan = window_plan(xs[2:], ws[2:], {"strides": (s, s), "dilations": (1, 1), "pads": (p,) * 4},
                            raiser("conv"))
-        return conv_template.choose(xs, ws, plan, 1) is not None
+        k = conv_template.choose(xs, ws, plan, 1)
+        return None if k is None else (type(k).__name__, getattr(k, "tile", None))
     if llvm_target.host_cpu().f32_lanes != 16:
         pytest.skip("the thresholds are for 16-lane vectors")
-    assert chosen((1, 3, 224, 224), (64, 3, 7, 7), 2, 3)            # stem
-    assert chosen((1, 64, 56, 56), (64, 64, 3, 3), 1, 1)
-    assert chosen((1, 64, 56, 56), (128, 64, 3, 3), 2, 1)
-    assert not chosen((1, 256, 14, 14), (256, 256, 3, 3), 1, 1)     # 14 of 16 lanes
-    assert not chosen((1, 512, 7, 7), (512, 512, 3, 3), 1, 1)
-    assert not chosen((1, 64, 56, 56), (128, 64, 1, 1), 2, 0)        # 1x1: no im2col to save
+    oc = "DirectConvOC"
+    assert chosen((1, 3, 224, 224), (64, 3, 7, 7), 2, 3) == (oc, OcTile(r=1, rw=14, nv=1))    # stem
+    assert chosen((1, 64, 56, 56), (64, 64, 3, 3), 1, 1) == (oc, OcTile(r=1, rw=14, nv=1))
+    assert chosen((1, 64, 56, 56), (128, 64, 3, 3), 2, 1) == (oc, OcTile(r=1, rw=14, nv=1))
+    assert chosen((1, 256, 14, 14), (256, 256, 3, 3), 1, 1) == (oc, OcTile(r=1, rw=14, nv=1))
+    assert chosen((1, 512, 7, 7), (512, 512, 3, 3), 1, 1) == (oc, OcTile(r=1, rw=7, nv=2))
+    assert chosen((1, 64, 56, 56), (128, 64, 1, 1), 2, 0) is None      # 1x1: no im2col to save
+    assert chosen((1, 8, 62, 62), (8, 8, 3, 3), 1, 1) == ("DirectConv", None)   # 8 of 16 channels
+    assert chosen((1, 8, 9, 9), (5, 8, 3, 3), 1, 1) is None
 
 
-def test_tile_loop_has_no_spills():
-    g = ConvGeometry(c=16, h=20, w=40, m=8, kh=3, kw=3, oh=20, ow=40, pt=1, pl=1)
-    k = DirectConv(g, DirectConvConfig.for_host(), Epilogue("relu"), has_bias=True)
+@pytest.mark.parametrize("kind", ["rows", "oc"])
+def test_tile_loop_has_no_spills(kind):
+    g = ConvGeometry(c=16, h=20, w=56, m=32, kh=3, kw=3, oh=20, ow=56, pt=1, pl=1)
+    if kind == "rows":
+        k = DirectConv(g, DirectConvConfig.for_host(), Epilogue("relu"), has_bias=True)
+        per_tap = k.config.mr * k.config.nv
+    else:
+        k = DirectConvOC(g, tile_for(g, llvm_target.host_cpu().f32_lanes), Epilogue("relu"), has_bias=True)
+        per_tap = k.tile.positions * k.tile.nv
     asm = llvm_target.emit_assembly(k.ir())
     body = asm[asm.index(k.name + ".tile:"):]
     body = body[:body.index(".Lfunc_end")]
-    fmas = [m.start() for m in re.finditer(r"vfmadd\w+", body)]
-    hot = body[fmas[0]:fmas[-1]]
-    assert len(fmas) >= 9 * k.config.mr * k.config.nv
-    assert "rsp" not in hot and "rbp)" not in hot
+    # the reduction loop: the basic block with the most FMAs (a whole channel's taps)
+    blocks = re.split(r"\n\.LBB\w+:|\n\tj\w+\t[^\n]*", body)
+    hot = max(blocks, key=lambda blk: len(re.findall(r"vfmadd", blk)))
+    assert len(re.findall(r"vfmadd", hot)) >= 9 * per_tap
+    assert not re.search(r"\(%r[sb]p\b", hot), "stack accesses (spills) in the reduction loop"
+
+
+def test_layers_of_one_family_share_one_function(always_direct):
+    """Two 3x3 convs of different sizes and the same register tile: one generated function, its
+    sizes read from each call's dims; both results right."""
+    rng = np.random.default_rng(4)
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 4, 12, 28), "float32"))
+    w1 = g.add_const((rng.standard_normal((16, 4, 3, 3)) / 6).astype(np.float32))
+    w2 = g.add_const((rng.standard_normal((32, 16, 3, 3)) / 12).astype(np.float32))
+    y = g.op("relu", [g.op("conv", [x, w1], {"pads": [1, 1, 1, 1]})])
+    y = g.op("relu", [g.op("conv", [y, w2], {"pads": [1, 1, 1, 1]})])
+    g.set_outputs([y])
+    xv = rng.standard_normal((1, 4, 12, 28)).astype(np.float32)
+    m = irgraph.compile(g, target="cpu", opt_level=0, num_threads=1)
+    np.testing.assert_allclose(m.run(xv)[0], irgraph.compile(g).run(xv)[0], rtol=1e-4, atol=1e-5)
+    text = m._run.last.llvm_ir
+    assert always_direct["direct"] == 2
+    assert len(re.findall(r"define internal void @\"?irg_conv[\w.]*\.tile\"?\(", text)) == 1

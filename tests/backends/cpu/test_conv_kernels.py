@@ -22,7 +22,10 @@ def _private_object_cache(tmp_path_factory):
 
 @pytest.fixture
 def paths(monkeypatch):
-    """Counts how often each GEMM formulation was chosen while lowering."""
+    """Counts how often each GEMM formulation was chosen while lowering (the direct conv kernels,
+    tested in test_conv_direct.py, are switched off so every conv here goes through a GEMM)."""
+    from irgraph.backends.cpu import conv_template
+    monkeypatch.setattr(conv_template, "choose", lambda *a, **k: None)
     seen = {"as_b": 0, "rows": 0}
     as_b, rows = lc._conv_weights_as_b, lc._conv_rows_chunked
 

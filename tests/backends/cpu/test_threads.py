@@ -1,5 +1,7 @@
-"""libgomp parallel regions launched from generated code: every thread runs, the slices of
-``split_range`` cover the range exactly once, and ``launch`` runs serially for one thread."""
+"""The thread pool of backends/cpu/threads.py, launched from generated code: every part runs
+exactly once, the slices of ``split_range`` cover the range exactly once, ``launch`` runs serially
+for one part, regions started from two Python threads at once or from inside a part run too (on
+their caller), and workers asleep after an idle spell wake up for the next region."""
 from __future__ import annotations
 
 import ctypes
@@ -57,11 +59,20 @@ def lib(tmp_path_factory):
     ctx = threads.store_ctx(b, list(fn.args[:4]))
     threads.launch(b, threads.emit_trampoline(mod, worker), worker, ctx, fn.args[4])
     b.ret_void()
+    # fill_parts(owner, seen, n, align, nthreads, parts): more (or fewer) parts than threads
+    fp = ir.Function(mod, ir.FunctionType(VOID, [PTR, PTR, I64, I64, I64, I64]), "fill_parts")
+    b = ir.IRBuilder(fp.append_basic_block("entry"))
+    ctx = threads.store_ctx(b, list(fp.args[:4]))
+    threads.launch(b, None, worker, ctx, fp.args[4], parts=fp.args[5])
+    b.ret_void()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("IRGRAPH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
         lib = object_cache.compile_cached(str(mod))
-    return lib.cfunc("fill", None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
-                     ctypes.c_int64)
+    f = lib.cfunc("fill", None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                  ctypes.c_int64)
+    f.parts = lib.cfunc("fill_parts", None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                        ctypes.c_int64, ctypes.c_int64, ctypes.c_int64)
+    return f
 
 
 def run(fill, n, align, nth):
@@ -92,7 +103,7 @@ def test_every_thread_runs(lib):
     _, seen = run(lib, 100, 1, 1)
     assert seen[0] == 1 and np.all(seen[1:] == -1)      # serial: the caller is thread 0
     _, seen = run(lib, 100, 1, 0)
-    assert seen[0] == 1 and np.all(seen[1:] == -1)      # nthreads <= 1 never enters libgomp
+    assert seen[0] == 1 and np.all(seen[1:] == -1)      # nthreads <= 1 never enters the pool
 
 
 def test_regions_are_cheap_enough_to_call_often(lib):
@@ -110,3 +121,77 @@ def test_default_num_threads_is_the_affinity_mask():
     assert n >= 1
     if hasattr(os, "sched_getaffinity"):
         assert n == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize("parts", [2, 3, 8])
+def test_more_parts_than_cores_each_run_once(lib, parts):
+    owner, seen = run(lib, 1000, 4, parts)
+    assert list(seen[:parts]) == [parts] * parts
+    assert np.all(owner >= 1) and np.all(owner <= parts)
+
+
+def test_regions_from_two_python_threads_at_once(lib):
+    """One region runs on the pool at a time; the other runs all its parts on its caller."""
+    import threading
+    errors = []
+
+    def hammer():
+        for _ in range(200):
+            owner, seen = run(lib, 257, 1, 2)
+            if not (np.all(owner >= 1) and np.all(owner <= 2) and list(seen[:2]) == [2, 2]):
+                errors.append((owner, seen))
+    ts = [threading.Thread(target=hammer) for _ in range(3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors
+
+
+def test_workers_wake_after_sleeping(lib):
+    import time
+    for _ in range(3):
+        time.sleep(0.05)     # longer than the workers spin: they wait on the futex
+        owner, seen = run(lib, 100, 1, 2)
+        assert list(seen[:2]) == [2, 2] and np.all((owner >= 1) & (owner <= 2))
+
+
+def test_a_region_inside_a_part_runs_on_its_caller(tmp_path, monkeypatch):
+    """A part that launches a region (the pool is busy with the outer one) still gets every inner
+    part run: the nested region falls back to its caller."""
+    mod = ir.Module("nested")
+    inner = ir.Function(mod, threads.WORKER_TYPE, "inner")
+    inner.linkage = "internal"
+    b = ir.IRBuilder(inner.append_basic_block("entry"))
+    i, n, ctx = inner.args
+    cnt = threads.load_ctx(b, ctx, 0, PTR)
+    b.atomic_rmw("add", b.gep(cnt, [i], source_etype=I64), I64(1), "seq_cst")
+    b.ret_void()
+    outer = ir.Function(mod, threads.WORKER_TYPE, "outer")
+    outer.linkage = "internal"
+    b = ir.IRBuilder(outer.append_basic_block("entry"))
+    i, n, ctx = outer.args
+    cnt = threads.load_ctx(b, ctx, 0, PTR)
+    inner_ctx = threads.store_ctx(b, [b.gep(cnt, [b.mul(i, I64(4))], source_etype=I64)])
+    threads.launch(b, None, inner, inner_ctx, I64(4))
+    b.ret_void()
+    fn = ir.Function(mod, ir.FunctionType(VOID, [PTR]), "nest")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    threads.launch(b, None, outer, threads.store_ctx(b, [fn.args[0]]), I64(3))
+    b.ret_void()
+    monkeypatch.setenv("IRGRAPH_CACHE_DIR", str(tmp_path))
+    f = object_cache.compile_cached(str(mod)).cfunc("nest", None, ctypes.c_void_p)
+    for _ in range(50):
+        counts = np.zeros(12, np.int64)
+        f(counts.ctypes.data)
+        assert np.all(counts == 1)
+
+
+@pytest.mark.parametrize("nth,parts", [(2, 8), (1, 5), (2, 1), (3, 7)])
+def test_more_parts_than_threads(lib, nth, parts):
+    """Parts are claimed by at most nth threads; each runs once, also all of them serially."""
+    owner = np.zeros(1000, np.int64)
+    seen = np.full(8, -1, np.int64)
+    lib.parts(owner.ctypes.data, seen.ctypes.data, 1000, 4, nth, parts)
+    assert list(seen[:parts]) == [parts] * parts and np.all(seen[parts:] == -1)
+    assert np.all(owner >= 1) and np.all(owner <= parts) and np.all(np.diff(owner) >= 0)
