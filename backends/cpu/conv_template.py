@@ -17,7 +17,7 @@ Measured on ResNet-18's layers (1 thread, Zen 5; GEMM = im2col + packed GEMM + t
     3x3 at 7             1.22      4.4           1.16-1.18        1.30
     1x1/2                0.08      0.10          -                0.07
 
-The channel-vectorized kernel is used when at most 10 % of what it computes is dropped (row
+The channel-vectorized kernel is used when at most 35 % of what it computes is dropped (row
 tails, channels past M), else the row-vectorized one when at most 12 % is, else the GEMM; 1x1
 convs keep the GEMM (there is no im2col to save).
 """
@@ -34,7 +34,11 @@ from .gemm import Epilogue
 # the fraction of computed outputs that are kept (row tails, the last channel block; for the
 # row-vectorized kernel also the padding columns) below which the next formulation is tried:
 # channel-vectorized direct, then row-vectorized direct, then im2col + GEMM
-MIN_LANE_USE_OC = 0.9
+# 0.65: a channel count that is not a multiple of the vector width (a channel-pruned layer: 11 or
+# 22 of 16/32 lanes, lane use 0.69) still runs faster here than im2col + GEMM on small images:
+# the channels:0.3-pruned digits CNN went from 0.66x to 1.31x of the unpruned model's speed at
+# batch 360 (`python benchmarks/bench_prune_digits.py`); ResNet-18's convs all have lane use 1.0.
+MIN_LANE_USE_OC = 0.65
 MIN_LANE_USE = 0.88
 ATTRS = ("n", "c", "h", "w", "m", "kh", "kw", "oh", "ow", "sh", "sw", "dh", "dw", "pt", "pl")
 
