@@ -11,7 +11,6 @@ import os
 from .compiled import CompiledModel
 from .errors import IrgraphError
 from .graph import Graph
-from .ops import sparse  # noqa: F401  (sparse_matmul / sparse_conv: pruned graphs and artifacts too)
 from .targets import get_target
 
 # targets whose backends compile fused groups get -O2 by default; the interpreter stays the
@@ -86,9 +85,6 @@ def compile(model, target: str = "interp", opt_level: int | None = None, *, inpu
     report = None
     if level > 0 or quant is not None or pruning is not None:
         graph, report = optimize_graph(graph, level, quant=quant, prune=pruning, target=target)
-    if target == "cpu":
-        import irgraph.backends.lower_quant  # noqa: F401  (int8 kernels for quant_conv / quant_matmul)
-        import irgraph.backends.lower_sparse  # noqa: F401  (CSR kernels for sparse_conv / sparse_matmul)
     runner = factory(graph, **options)
     compiled = CompiledModel(graph, target, runner, options)
     compiled.opt_level = level

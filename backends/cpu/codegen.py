@@ -126,6 +126,28 @@ class ModuleGen:
         return str(self.module)
 
 
+# ExternCall name -> emitter(gen, stmt) for templates that live outside this module (the int8
+# kernels in qgemm_codegen.py, the sparse kernels in sparse_gemm.py); they register here on import
+# instead of wrapping ``_FnGen.extern``.
+EXTERN_EMITTERS: dict = {}
+
+
+def register_extern(names, emit) -> None:
+    """Route ``ExternCall``s named ``names`` to ``emit(gen, stmt)``."""
+    for n in ([names] if isinstance(names, str) else names):
+        EXTERN_EMITTERS[n] = emit
+
+
+def extern_ptr(gen, buf, off):
+    """A pointer to element ``off`` of an ExternCall buffer argument (NULL for an absent one)."""
+    if buf is None:
+        return ir.Constant(PTR, None)
+    p = gen.ptrs[id(buf)]
+    if not off:
+        return p
+    return gen.b.gep(p, [ir.Constant(I64, int(off))], inbounds=True, source_etype=mem_type(buf.dtype))
+
+
 class _FnGen:
     """Emits statements into one LLVM function."""
 
@@ -242,6 +264,10 @@ class _FnGen:
         mg.uses_gomp = True
 
     def extern(self, s: ExternCall) -> None:
+        emit = EXTERN_EMITTERS.get(s.fn)
+        if emit is not None:
+            emit(self, s)
+            return
         if s.fn == "conv2d":
             self.conv2d(s)
             return

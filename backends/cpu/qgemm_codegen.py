@@ -13,10 +13,8 @@ import llvmlite.ir as ir
 
 from . import codegen
 from .gemm_int8 import QGemmConfig, QGemmKernel
-from .scalar_llvm import mem_type
 
 I64 = ir.IntType(64)
-PTR = ir.PointerType()
 
 # ExternCall("qgemm") argument order (buffers, each with an element offset in attrs["offsets"])
 ARGS = ("A", "rowoff", "tapoff", "Bp", "C", "colsum", "xzp", "xscale", "mult", "ibias", "fbias", "params")
@@ -39,15 +37,7 @@ def emit_call(gen, s) -> None:
     a = s.attrs
     fn = kernel_for(gen.mg, a["out"], a["activation"], a["a_signed"])
     b = gen.b
-
-    def ptr(buf, off):
-        if buf is None:
-            return ir.Constant(PTR, None)
-        p = gen.ptrs[id(buf)]
-        if not off:
-            return p
-        return b.gep(p, [ir.Constant(I64, int(off))], inbounds=True, source_etype=mem_type(buf.dtype))
-    p = dict(zip(ARGS, (ptr(x, o) for x, o in zip(s.args, a["offsets"]))))
+    p = dict(zip(ARGS, (codegen.extern_ptr(gen, x, o) for x, o in zip(s.args, a["offsets"]))))
     n = [ir.Constant(I64, int(v)) for v in (a["lda"], a["T"], a["KG"], a["ldc"], a["M"], a["N"])]
     lda, T, KG, ldc, M, N = n
     b.call(fn, [p["A"], lda, p["rowoff"], p["tapoff"], T, KG, p["Bp"], p["C"], ldc, M, N, p["colsum"],
@@ -60,11 +50,7 @@ def emit_layout_call(gen, s) -> None:
     from . import qlayout
     a = s.attrs
     b = gen.b
-
-    def ptr(buf, off):
-        p = gen.ptrs[id(buf)]
-        return b.gep(p, [ir.Constant(I64, int(off))], inbounds=True, source_etype=mem_type(buf.dtype)) if off else p
-    ptrs = [ptr(x, o) for x, o in zip(s.args, a["offsets"])]
+    ptrs = [codegen.extern_ptr(gen, x, o) for x, o in zip(s.args, a["offsets"])]
     ints = [ir.Constant(I64, int(v)) for v in a["ints"]]
     nth = ir.Constant(I64, gen.mg.num_threads)
     mod = gen.mg.module
@@ -95,16 +81,5 @@ def emit_layout_call(gen, s) -> None:
 
 def install() -> None:
     """Route the int8 ExternCalls of the CPU code generator here (idempotent)."""
-    cls = codegen._FnGen
-    if getattr(cls, "_qgemm_installed", False):
-        return
-    base = cls.extern
-
-    def extern(self, s):
-        if s.fn == "qgemm":
-            return emit_call(self, s)
-        if s.fn in ("qpack", "qunpack", "qadd", "qmaxpool", "qdql", "qquant"):
-            return emit_layout_call(self, s)
-        return base(self, s)
-    cls.extern = extern
-    cls._qgemm_installed = True
+    codegen.register_extern("qgemm", emit_call)
+    codegen.register_extern(("qpack", "qunpack", "qadd", "qmaxpool", "qdql", "qquant"), emit_layout_call)

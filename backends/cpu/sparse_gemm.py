@@ -542,35 +542,16 @@ def kernel_for(mg, gather: bool, tile_vectors: int, chains: int) -> ir.Function:
 
 
 def emit_call(gen, s) -> None:
-    from .scalar_llvm import mem_type
+    from .codegen import extern_ptr
     a = s.attrs
     fn = kernel_for(gen.mg, a["gather"], a["tile_vectors"], a["chains"])
     b = gen.b
-
-    def ptr(buf, off):
-        if buf is None:
-            return ir.Constant(PTR, None)
-        p = gen.ptrs[id(buf)]
-        if not off:
-            return p
-        return b.gep(p, [i64(off)], inbounds=True, source_etype=mem_type(buf.dtype))
-    ptrs = [ptr(x, o) for x, o in zip(s.args, a["offsets"])]
+    ptrs = [extern_ptr(gen, x, o) for x, o in zip(s.args, a["offsets"])]
     ints = [i64(a[k]) for k in ("R", "P", "xk", "xp", "yr", "yp", "batch", "sx", "sy")]
     b.call(fn, ptrs + ints + [i64(gen.mg.num_threads)])
 
 
 def install() -> None:
-    """Route ``spmm`` ExternCalls of the CPU code generator here (idempotent). ``codegen._FnGen.extern``
-    knows the fp32 templates only; this wraps it, as ``qgemm_codegen.install`` does."""
+    """Route ``spmm`` ExternCalls of the CPU code generator here (idempotent)."""
     from . import codegen
-    cls = codegen._FnGen
-    if getattr(cls, "_spmm_installed", False):
-        return
-    base = cls.extern
-
-    def extern(self, s):
-        if s.fn == "spmm":
-            return emit_call(self, s)
-        return base(self, s)
-    cls.extern = extern
-    cls._spmm_installed = True
+    codegen.register_extern("spmm", emit_call)

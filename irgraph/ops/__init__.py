@@ -22,6 +22,7 @@ from . import (  # noqa: F401,E402
     rnn,
     quant,
     qlinear,
+    sparse,
     image,
     image_codecs,
     signal,
