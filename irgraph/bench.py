@@ -624,3 +624,34 @@ def peak_arena_bytes(compiled, dims: dict | None = None) -> int | None:
         from irgraph.passes.plan_memory import build_plan
         plan = build_plan(compiled.graph, want)
     return int(plan["peak_bytes"])
+
+
+def bench_variant(graph, options: dict, *, names=("variant", "base"), opt_level=None,
+                  threads: int | None = None, dims: dict | None = None, warmup: int = 3,
+                  repeat: int | None = None, seed: int = 0) -> dict:
+    """``graph`` compiled for cpu with ``options`` (quantize=, prune=, ...) and without, timed
+    interleaved in one process on the same seeded inputs: ``{"threads", "repeat", "compile_s",
+    "runtimes" (summaries by name), "outputs" ({name: (variant outs, base outs)} per model),
+    "models"}`` — what ``irgraph bench --quantize/--prune`` compare."""
+    from .random_inputs import random_inputs
+    threads = default_threads() if threads is None else threads
+    vname, bname = names
+    with blas_threads(threads):
+        v, v_s, _ = compile_with_threads(graph, "cpu", opt_level, threads, options)
+        b, b_s, _ = compile_with_threads(graph, "cpu", opt_level, threads, {})
+        feeds = random_inputs(dict(zip(b.input_names, b.input_types)), seed=seed, dims=dims or {})
+        args = [feeds[n] for n in b.input_names]
+        outs_v, outs_b = v.run(*args), b.run(*args)
+        calls = {vname: lambda: v.run(*args), bname: lambda: b.run(*args)}
+        for _ in range(max(0, warmup)):
+            for c in calls.values():
+                c()
+        if repeat is None:
+            t0 = time.perf_counter()
+            for c in calls.values():
+                c()
+            repeat = choose_repeat(time.perf_counter() - t0)
+        times = measure(calls, repeat)
+    return {"threads": threads, "repeat": repeat, "compile_s": {vname: v_s, bname: b_s},
+            "runtimes": {k: summarize(t) for k, t in times.items()},
+            "outputs": list(zip(b.output_names, outs_v, outs_b)), "models": (v, b)}

@@ -130,41 +130,22 @@ def bench_pruned(model, prune, *, threads: int | None = None, dims: dict | None 
     """The pruned and the unpruned cpu builds of ``model`` timed in one process, interleaved:
     median ms of each, the speedup, the outputs' largest difference and the pruning report (what
     ``irgraph bench --prune`` prints)."""
-    import time
-
     import numpy as np
 
     from irgraph.api import to_graph
-    from irgraph.bench import (blas_threads, choose_repeat, compile_with_threads, default_threads, measure,
-                               summarize)
-    from irgraph.random_inputs import random_inputs
+    from irgraph.bench import bench_variant
     graph = to_graph(model)
     spec = PruneOptions.parse(prune)
     if spec is None:
         raise CompileError("bench_pruned needs a pruning spec", expected=GRAMMAR)
-    threads = default_threads() if threads is None else threads
-    with blas_threads(threads):
-        p, p_s, _ = compile_with_threads(graph, "cpu", opt_level, threads, {"prune": spec.spec})
-        d, d_s, _ = compile_with_threads(graph, "cpu", opt_level, threads, {})
-        feeds = random_inputs(dict(zip(d.input_names, d.input_types)), seed=seed, dims=dims or {})
-        args = [feeds[n] for n in d.input_names]
-        outs_p, outs_d = p.run(*args), d.run(*args)
-        calls = {"pruned": lambda: p.run(*args), "dense": lambda: d.run(*args)}
-        for _ in range(max(0, warmup)):
-            for c in calls.values():
-                c()
-        if repeat is None:
-            t0 = time.perf_counter()
-            for c in calls.values():
-                c()
-            repeat = choose_repeat(time.perf_counter() - t0)
-        times = measure(calls, repeat)
-    res = {k: summarize(v) for k, v in times.items()}
-    report = p.prune_report
+    r = bench_variant(graph, {"prune": spec.spec}, names=("pruned", "dense"), opt_level=opt_level,
+                      threads=threads, dims=dims, warmup=warmup, repeat=repeat, seed=seed)
+    res = r["runtimes"]
+    report = r["models"][0].prune_report
     if report is not None:
         report.latency_ms = {"before": res["dense"]["median_ms"], "after": res["pruned"]["median_ms"]}
     diffs = {name: float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
-             for name, a, b in zip(d.output_names, outs_p, outs_d) if np.asarray(b).dtype.kind == "f"}
-    return {"threads": threads, "repeat": repeat, "compile_s": {"pruned": p_s, "dense": d_s}, "runtimes": res,
+             for name, a, b in r["outputs"] if np.asarray(b).dtype.kind == "f"}
+    return {"threads": r["threads"], "repeat": r["repeat"], "compile_s": r["compile_s"], "runtimes": res,
             "speedup": res["dense"]["median_ms"] / res["pruned"]["median_ms"], "max_abs_diff": diffs,
             "prune_report": report}

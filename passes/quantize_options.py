@@ -183,31 +183,13 @@ def bench_quantized(model, quant_kwargs: dict, *, threads: int | None = None, di
     """int8 and fp32 compilations of ``model`` timed in one process, interleaved: median ms of
     each, the speedup and the output difference (what ``irgraph bench --quantize`` prints)."""
     from irgraph.api import to_graph
-    from irgraph.bench import (blas_threads, choose_repeat, compile_with_threads, default_threads, measure,
-                               summarize)
-    from irgraph.random_inputs import random_inputs
+    from irgraph.bench import bench_variant
     graph = to_graph(model)
-    threads = default_threads() if threads is None else threads
-    with blas_threads(threads):
-        q, q_s, _ = compile_with_threads(graph, "cpu", None, threads, quant_kwargs)
-        f, f_s, _ = compile_with_threads(graph, "cpu", None, threads, {})
-        feeds = random_inputs(dict(zip(f.input_names, f.input_types)), seed=seed, dims=dims or {})
-        args = [feeds[n] for n in f.input_names]
-        outs_q, outs_f = q.run(*args), f.run(*args)
-        calls = {"int8": lambda: q.run(*args), "fp32": lambda: f.run(*args)}
-        for _ in range(max(0, warmup)):
-            for c in calls.values():
-                c()
-        if repeat is None:
-            import time
-            t0 = time.perf_counter()
-            for c in calls.values():
-                c()
-            repeat = choose_repeat(time.perf_counter() - t0)
-        times = measure(calls, repeat)
-    res = {k: summarize(v) for k, v in times.items()}
+    r = bench_variant(graph, quant_kwargs, names=("int8", "fp32"), threads=threads, dims=dims,
+                      warmup=warmup, repeat=repeat, seed=seed)
+    res = r["runtimes"]
     diffs = {name: compare(np.asarray(b, np.float64), np.asarray(a, np.float64))
-             for name, a, b in zip(f.output_names, outs_q, outs_f) if np.asarray(b).dtype.kind == "f"}
-    return {"threads": threads, "repeat": repeat, "compile_s": {"int8": q_s, "fp32": f_s}, "runtimes": res,
+             for name, a, b in r["outputs"] if np.asarray(b).dtype.kind == "f"}
+    return {"threads": r["threads"], "repeat": r["repeat"], "compile_s": r["compile_s"], "runtimes": res,
             "speedup": res["fp32"]["median_ms"] / res["int8"]["median_ms"], "outputs": diffs,
-            "quant_report": q.quant_report}
+            "quant_report": r["models"][0].quant_report}
