@@ -41,17 +41,9 @@ def train(epochs: int, seed: int, path: str):
 
 def latency(models: dict, x, budget_s: float = 1.0) -> dict:
     """Median ms per call of each compiled model on ``x``, interleaved."""
-    import time
-
-    from irgraph.bench import measure
-    calls = {k: (lambda m=m: m.run(x)) for k, m in models.items()}
-    for c in calls.values():
-        c()
-    t0 = time.perf_counter()
-    for c in calls.values():
-        c()
-    repeat = int(min(5000, max(20, budget_s / max(time.perf_counter() - t0, 1e-6))))
-    times = measure(calls, repeat, warmup=5)
+    from irgraph.bench import time_interleaved
+    times, _ = time_interleaved({k: (lambda m=m: m.run(x)) for k, m in models.items()}, warmup=6,
+                                budget_s=budget_s)
     return {k: float(np.median(v) * 1e3) for k, v in times.items()}
 
 

@@ -626,6 +626,21 @@ def peak_arena_bytes(compiled, dims: dict | None = None) -> int | None:
     return int(plan["peak_bytes"])
 
 
+def time_interleaved(calls: dict[str, Callable[[], object]], *, warmup: int = 3, repeat: int | None = None,
+                     budget_s: float = DEFAULT_BUDGET_S) -> tuple[dict[str, list[float]], int]:
+    """Warm the callables up, size ``repeat`` from one timed round (``choose_repeat``) unless given,
+    and ``measure`` them interleaved: ``(per-call seconds by name, repeat)``."""
+    for _ in range(max(0, warmup)):
+        for c in calls.values():
+            c()
+    if repeat is None:
+        t0 = time.perf_counter()
+        for c in calls.values():
+            c()
+        repeat = choose_repeat(time.perf_counter() - t0, budget_s)
+    return measure(calls, repeat), repeat
+
+
 def bench_variant(graph, options: dict, *, names=("variant", "base"), opt_level=None,
                   threads: int | None = None, dims: dict | None = None, warmup: int = 3,
                   repeat: int | None = None, seed: int = 0) -> dict:
@@ -642,16 +657,8 @@ def bench_variant(graph, options: dict, *, names=("variant", "base"), opt_level=
         feeds = random_inputs(dict(zip(b.input_names, b.input_types)), seed=seed, dims=dims or {})
         args = [feeds[n] for n in b.input_names]
         outs_v, outs_b = v.run(*args), b.run(*args)
-        calls = {vname: lambda: v.run(*args), bname: lambda: b.run(*args)}
-        for _ in range(max(0, warmup)):
-            for c in calls.values():
-                c()
-        if repeat is None:
-            t0 = time.perf_counter()
-            for c in calls.values():
-                c()
-            repeat = choose_repeat(time.perf_counter() - t0)
-        times = measure(calls, repeat)
+        times, repeat = time_interleaved({vname: lambda: v.run(*args), bname: lambda: b.run(*args)},
+                                         warmup=warmup, repeat=repeat)
     return {"threads": threads, "repeat": repeat, "compile_s": {vname: v_s, bname: b_s},
             "runtimes": {k: summarize(t) for k, t in times.items()},
             "outputs": list(zip(b.output_names, outs_v, outs_b)), "models": (v, b)}
