@@ -141,10 +141,9 @@ def compile_cached(ir_text: str, options: str = "",
     """Machine code for ``ir_text``: reloaded from the cache when present, else compiled and stored.
 
     ``cache`` is an ``ObjectCache``, True for ``default_cache()``, or False/None to compile without
-    touching the disk. libgomp is loaded first when the IR calls it, since symbols resolve at load.
+    touching the disk. IR that calls the thread pool needs ``threads.ensure_pool()`` first (done
+    when its parallel kernels are emitted), since symbols resolve at load.
     """
-    if "GOMP_" in ir_text or "omp_get_" in ir_text:
-        llvm_target.load_gomp()
     if cache is True:
         cache = default_cache()
     if not cache:

@@ -37,7 +37,7 @@ class ModuleGen:
     def __init__(self, name: str = "irgraph", num_threads: int = 1):
         self.module = ir.Module(name=symbol(name))
         self.num_threads = int(num_threads)
-        self.uses_gomp = False
+        self.uses_threads = False
         self._gemms: dict = {}
         self._convs: dict = {}
         self._names: set = set()
@@ -101,7 +101,7 @@ class ModuleGen:
             k = gemm_kernel(trans_a, trans_b, packed_b, self.num_threads)
             k.name = self.unique(f"irg_gemm_{int(trans_a)}{int(trans_b)}{int(packed_b)}")
             self._gemms[key] = k.emit(self.module)
-            self.uses_gomp = self.uses_gomp or k.parallel
+            self.uses_threads = self.uses_threads or k.parallel
         return self._gemms[key]
 
     def conv(self, kernel) -> ir.Function:
@@ -110,7 +110,7 @@ class ModuleGen:
         if key not in self._convs:
             kernel.name = self.unique("irg_conv")
             self._convs[key] = kernel.emit(self.module)
-            self.uses_gomp = self.uses_gomp or kernel.parallel
+            self.uses_threads = self.uses_threads or kernel.parallel
         return self._convs[key]
 
     def maxpool(self, kernel) -> ir.Function:
@@ -119,7 +119,7 @@ class ModuleGen:
         if key not in self._convs:
             kernel.name = self.unique("irg_maxpool")
             self._convs[key] = kernel.emit(self.module)
-            self.uses_gomp = self.uses_gomp or kernel.parallel
+            self.uses_threads = self.uses_threads or kernel.parallel
         return self._convs[key]
 
     def __str__(self) -> str:
@@ -261,7 +261,7 @@ class _FnGen:
         parts = max(1, min(mg.num_threads * threads.PARTS_PER_THREAD, s.extent // 16 or 1))
         threads.launch(self.b, None, worker, ctx, ir.Constant(I64, mg.num_threads),
                        parts=ir.Constant(I64, max(parts, mg.num_threads)))
-        mg.uses_gomp = True
+        mg.uses_threads = True
 
     def extern(self, s: ExternCall) -> None:
         emit = EXTERN_EMITTERS.get(s.fn)
@@ -473,10 +473,10 @@ def kernel_module(kernels, num_threads: int = 1, name: str = "kernels") -> tuple
 def compile_module(mg: ModuleGen, cache=True):
     """Machine code for the module: from the on-disk object cache (cache.py) when this exact IR
     was compiled before on this host, else O3 + codegen (the thread pool registered first when
-    used; ``uses_gomp`` keeps its old name: runtime.py reads it)."""
+    used)."""
     from . import cache as object_cache
     from . import threads
-    if mg.uses_gomp:
+    if mg.uses_threads:
         threads.ensure_pool()
     return object_cache.compile_cached(str(mg.module), options="model", cache=cache)
 

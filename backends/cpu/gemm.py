@@ -511,7 +511,7 @@ class _GemmEmitter:
     # -- packing ------------------------------------------------------------------------
     def pack_a(self):
         """``void pack_a(ptr A, i64 lda, ptr Ap, i64 mc, i64 kc)``: Ap[p][k][0:MR] = A[p*MR+i, k]."""
-        cfg, MR = self.cfg, self.cfg.mr
+        MR = self.cfg.mr
         fn, b = _function(self.mod, self.p + ".pack_a", [PTR, I64, PTR, I64, I64], noinline=True)
         A, lda, Ap, mc, kc = fn.args
         A.add_attribute("noalias")

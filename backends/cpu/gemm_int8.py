@@ -197,7 +197,7 @@ class QGemmKernel:
         from . import cache as object_cache
         text = self.ir()
         if self.parallel:
-            llvm_target.load_gomp()
+            threads.ensure_pool()
         if target is not None:
             lib = object_cache.jit(text, *target)
         else:

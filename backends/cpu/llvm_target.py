@@ -13,12 +13,11 @@ Pitfalls this module handles (measured on llvmlite 0.50 / LLVM 22):
 - the loop and SLP vectorizers are off by default in PipelineTuningOptions: switched on;
 - the CPU tuning ``prefer-256-bit`` makes auto-vectorized loops use ymm on AVX-512 machines:
   removed from the feature string so they use zmm;
-- JIT-ed code that calls libgomp needs the library loaded first (``load_gomp``).
+- JIT-ed code that calls the thread pool needs it registered first (``threads.ensure_pool``).
 """
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import hashlib
 import threading
@@ -169,15 +168,5 @@ def load_object(obj: bytes) -> Library:
 
 
 @functools.lru_cache(maxsize=None)
-def load_gomp() -> str:
-    """Make libgomp's GOMP_* symbols resolvable from JIT-ed code (call before jit/load_object)."""
-    _init()
-    path = ctypes.util.find_library("gomp")
-    if path is None:
-        raise CompileError("libgomp not found; install the libgomp1 package for multi-threaded kernels")
-    llvm.load_library_permanently(path)
-    return path
-
-
 def ir_hash(ir_text: str) -> str:
     return hashlib.sha256((host_cpu().key() + "\n" + ir_text).encode()).hexdigest()

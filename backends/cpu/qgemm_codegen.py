@@ -29,7 +29,7 @@ def kernel_for(mg, out: str, activation: str, a_signed: bool) -> ir.Function:
                         parallel=mg.num_threads > 1)
         k.name = mg.unique(f"irg_qgemm_{out}_{activation}_{int(a_signed)}")
         cache[key] = k.emit(mg.module)
-        mg.uses_gomp = mg.uses_gomp or k.parallel
+        mg.uses_threads = mg.uses_threads or k.parallel
     return cache[key]
 
 
@@ -55,7 +55,7 @@ def emit_layout_call(gen, s) -> None:
     nth = ir.Constant(I64, gen.mg.num_threads)
     mod = gen.mg.module
     if gen.mg.num_threads > 1:
-        gen.mg.uses_gomp = True
+        gen.mg.uses_threads = True
     if s.fn == "qpack":
         fn = qlayout.kernel(mod, "pack", flip=a["flip"])
         x, img, zp = ptrs

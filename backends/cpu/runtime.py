@@ -524,9 +524,9 @@ def _compile_module(mg: ModuleGen):
         h = module_sha256(str(mg.module))
         obj = cur.objects.get(h)
         if obj is not None:
-            from . import llvm_target
-            if mg.uses_gomp:
-                llvm_target.load_gomp()
+            from . import llvm_target, threads
+            if mg.uses_threads:
+                threads.ensure_pool()
             lib = llvm_target.load_object(obj)
             cur.used.append(h)
             return lib

@@ -17,7 +17,7 @@ both layouts the lowering uses (``backends/lower_sparse.py``):
   gather their X elements (``llvm.masked.gather``) and the lanes are summed at the end. For
   few columns p (a batch-1 linear layer), where the tile variant would use one lane in L.
 
-Work is split across threads (libgomp, ``threads.py``) by output rows when there are at least
+Work is split across threads (the pool of ``threads.py``) by output rows when there are at least
 two per thread, else by L-aligned ranges of p; each output is written by one thread and sums
 its entries in a fixed order, so results do not depend on the thread count.
 
@@ -58,7 +58,7 @@ I64 = ir.IntType(64)
 PTR = ir.PointerType()
 VOID = ir.VoidType()
 
-# Below this many multiply-adds a call runs on the calling thread: a libgomp region costs
+# Below this many multiply-adds a call runs on the calling thread: a thread-pool region costs
 # about 1-2 us (threads.py), the time of ~10^4 FMAs of this kernel.
 PARALLEL_MIN_WORK = 1 << 15
 
@@ -246,7 +246,7 @@ class SparseGemmKernel:
         from . import cache as object_cache
         text = self.ir()
         if self.parallel:
-            llvm_target.load_gomp()
+            threads.ensure_pool()
         lib = object_cache.compile_cached(text, options="spmm|" + self.tag, cache=cache)
         return CompiledSparseGemm(self, lib)
 
@@ -537,7 +537,7 @@ def kernel_for(mg, gather: bool, tile_vectors: int, chains: int) -> ir.Function:
         k = SparseGemmKernel(cfg, gather=gather, parallel=mg.num_threads > 1)
         k.name = mg.unique(f"irg_spmm_{int(gather)}_{tile_vectors}_{chains}")
         cache[key] = k.emit(mg.module)
-        mg.uses_gomp = mg.uses_gomp or k.parallel
+        mg.uses_threads = mg.uses_threads or k.parallel
     return cache[key]
 
 

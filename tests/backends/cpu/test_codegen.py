@@ -196,8 +196,8 @@ def test_parallel_loops_cover_every_iteration(threads):
 def test_parallel_loop_uses_the_pool_only_with_threads():
     mg1, _ = kernel_module([_sum_rows_kernel(10, 3, "parallel")], num_threads=1)
     mg2, _ = kernel_module([_sum_rows_kernel(10, 3, "parallel")], num_threads=2)
-    assert "irg_parallel" not in str(mg1) and not mg1.uses_gomp
-    assert "irg_parallel" in str(mg2) and mg2.uses_gomp
+    assert "irg_parallel" not in str(mg1) and not mg1.uses_threads
+    assert "irg_parallel" in str(mg2) and mg2.uses_threads
 
 
 def test_vector_loops_are_vectorized():
