@@ -1,8 +1,8 @@
 """fp32 matmul: the generated GEMM (backends/cpu/gemm.py) against numpy's OpenBLAS, 1 and 2 threads.
 
 Square 512/1024/2048 and the batch-1 linear layer 1 x 4096 x 1024. ``track_gflops_ratio`` is our
-GFLOP/s over numpy's, both measured interleaved in one loop (medians), since the shared host
-drifts by +-25% over minutes; the issue's target is >= 0.85 at 1024^3.
+GFLOP/s over numpy's, both measured in one loop taking turns (medians; ``irgraph.bench.measure``),
+since the shared host drifts by +-25% over minutes; the issue's target is >= 0.85 at 1024^3.
 
 numpy's baseline must run with OpenBLAS's own CPU detection: unset ``OPENBLAS_CORETYPE`` and
 ``OPENBLAS_L2_SIZE`` for the benchmark command only (they are read when OpenBLAS loads), e.g.
@@ -10,12 +10,13 @@ numpy's baseline must run with OpenBLAS's own CPU detection: unset ``OPENBLAS_CO
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/bench_matmul.py
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE asv run --bench bench_matmul
 
-Run as a script it prints the table of the closing note (GFLOP/s, interleaved and blocked).
+Run as a script it prints the table of the closing note (GFLOP/s, interleaved and in blocks).
 
 With 2 threads on 2 cores, "interleaved" mostly measures the two thread pools fighting: OpenBLAS's
-idle workers busy-wait (no yield) for ~0.1 s after each call, so our libgomp worker waits for a
-scheduler time slice (~4-8 ms) before it can start. "blocked" (each runtime alone, after 0.3 s of
-idle time) and "interleaved with idle gaps" show each runtime's own speed.
+idle workers busy-wait (no yield) for ~0.1 s after each call, and our pool's spin ~40 ms, so the
+other runtime's call starts with a core taken. "blocks" (turns of consecutive calls, each after
+0.2 s of idle time; what ``irgraph bench`` does at N > 1 threads) and "interleaved with idle
+gaps" show each runtime's own speed.
 """
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ import glob
 import os
 import statistics
 import sys
-import time
 
 import numpy as np
 
@@ -65,41 +65,22 @@ def _operands(shape: str):
     return a, b, np.empty((M, N), np.float32), 2.0 * M * N * K
 
 
-def measure(gemm, shape: str, threads: int, reps: int | None = None, blocked: bool = False,
+def measure(gemm, shape: str, threads: int, reps: int | None = None, schedule: str = "auto",
             gap: float = 0.0):
-    """(ours, numpy) GFLOP/s from medians; interleaved unless ``blocked``. ``gap``: seconds of idle
-    time before each timed call of the interleaved loop, so that neither runtime's idle workers are
-    still spinning when the other one starts (each call then pays its own pool's wake-up)."""
+    """(ours, numpy) GFLOP/s from medians, timed by ``irgraph.bench.measure``: ``schedule`` auto is
+    blocks at more than one thread (see the module docstring), interleaved at one. ``gap``: seconds
+    of idle time before each timed call, so that each call pays its own pool's wake-up."""
+    from irgraph.bench import measure as timed, resolve_schedule
     a, b, c, flops = _operands(shape)
     c2 = np.empty_like(c)
     set_numpy_threads(threads)
-    fns = [lambda: gemm(a, b, out=c, num_threads=threads), lambda: np.matmul(a, b, out=c2)]
-    for f in fns:
-        f()
+    calls = {"irgraph": lambda: gemm(a, b, out=c, num_threads=threads), "numpy": lambda: np.matmul(a, b, out=c2)}
     if reps is None:
         reps = int(min(400, max(7, 2e10 / flops)))
-    times = [[], []]
-    if blocked:
-        for i, f in enumerate(fns):
-            # OpenBLAS's idle workers busy-wait for up to 2^28 cycles (~0.1 s) after a call and
-            # libgomp's for a while too: let the other runtime's threads go to sleep first
-            time.sleep(0.3)
-            f()
-            for _ in range(reps):
-                t = time.perf_counter()
-                f()
-                times[i].append(time.perf_counter() - t)
-    else:
-        if gap:
-            reps = min(reps, 15)
-        for _ in range(reps):
-            for i, f in enumerate(fns):
-                if gap:
-                    time.sleep(gap)
-                t = time.perf_counter()
-                f()
-                times[i].append(time.perf_counter() - t)
-    return tuple(flops / statistics.median(t) / 1e9 for t in times)
+    if gap:
+        reps = min(reps, 15)
+    times = timed(calls, reps, warmup=1, gap_s=gap, schedule=resolve_schedule(schedule, threads))
+    return tuple(flops / statistics.median(times[k]) / 1e9 for k in ("irgraph", "numpy"))
 
 
 class MatmulVsNumpy:
@@ -137,9 +118,9 @@ def main(argv: list[str]) -> None:
     print("|---|---|---|---|---|---|")
     for threads in (1, 2):
         for shape in shapes:
-            modes = [("interleaved", {}), ("blocked", {"blocked": True})]
-            if threads > 1:   # two thread pools share the cores: see measure()
-                modes.append(("interleaved, 0.15 s idle before each call", {"gap": 0.15}))
+            modes = [("interleaved", {"schedule": "interleaved"}), ("blocks", {"schedule": "blocks"})]
+            if threads > 1:   # two thread pools share the cores: see the module docstring
+                modes.append(("interleaved, 0.15 s idle before each call", {"schedule": "interleaved", "gap": 0.15}))
             for mode, kw in modes:
                 ours, ref = measure(gemm, shape, threads, **kw)
                 print(f"| {shape} | {threads} | {mode} | {ours:.1f} | {ref:.1f} | {ours / ref:.2f} |",

@@ -11,8 +11,9 @@ below before anything is compiled, so every target and onnxruntime see the same 
 
 Targets: ``interp`` and ``cpu`` when its backend imports. Every runtime uses the same thread
 count: the cores asv may use, or ``IRGRAPH_BENCH_THREADS``. ``track_ratio_vs_onnxruntime`` is
-irgraph's median latency over onnxruntime's, both measured interleaved in one loop by
-``irgraph.bench`` (the same figure as ``irgraph bench --compare onnxruntime``); it fails when the
+irgraph's median latency over onnxruntime's, both measured in one loop taking turns by
+``irgraph.bench`` (the same figure as ``irgraph bench --compare onnxruntime``: one call each at
+1 thread, blocks of calls at more); it fails when the
 outputs disagree. ``time_compile`` is ONNX import + ``irgraph.compile`` with the compile cache as
 it is (warm after the first sample on ``cpu``).
 

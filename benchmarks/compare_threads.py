@@ -8,7 +8,9 @@ CPU in the second after a ResNet-18 call). On a 2-core machine an interleaved co
 threads then runs the *next* runtime's call with one core taken by that spinner: ResNet-18 on
 irgraph measured 21.2 ms right after an onnxruntime call against 9.5 ms with onnxruntime's
 ``session.intra_op.allow_spinning`` off (and onnxruntime itself 12.5 vs 11.7 ms). ``irgraph
-bench`` keeps onnxruntime's defaults; this script shows both. Inputs are seeded random arrays.
+bench`` keeps onnxruntime's defaults and, at N > 1 threads, times each runtime in blocks of
+calls after idle time instead (``irgraph.bench.measure``); this script shows what interleaving
+does with either setting. Inputs are seeded random arrays.
 """
 from __future__ import annotations
 

@@ -12,9 +12,18 @@ How it measures (so that a ratio means something):
   includes the backend's code generation (a target that specializes on the first call would
   otherwise hide it there; ``first_run_s`` is reported too).
 - Every runtime gets the same seeded random inputs (``irgraph.random_inputs``).
-- After the warm-up the runtimes are called round-robin, one call each per repetition, the
-  starting runtime rotating, so drifting machine load (clock changes, other processes) hits
-  all alike. Per runtime: median, 10th and 90th percentile of the per-call times.
+- After the warm-up the runtimes take turns, the starting runtime rotating, so drifting machine
+  load (clock changes, other processes) hits all alike. Per runtime: median, 10th and 90th
+  percentile of the per-call times. How they take turns is the ``schedule``:
+  ``interleaved`` (one call each per repetition) at 1 thread; ``blocks`` at N > 1 threads:
+  each turn is a block of consecutive calls of one runtime, started after ``SETTLE_S`` of idle
+  time and ``BLOCK_WARMUP`` untimed calls. On few cores an interleaved call at N > 1 threads
+  measures two thread pools fighting: after a call OpenBLAS's idle workers busy-wait ~0.1 s
+  and onnxruntime's and irgraph's spin ~40 ms, holding a core the next runtime's call needs
+  (matmul 1024 at 2 threads on 2 cores: irgraph 12.0 ms and numpy 9.6 ms interleaved, 6.1 and
+  5.9 ms with 0.2 s of idle before each call). A block lets the other pools fall asleep
+  first and then times each runtime with its own pool warm, as a program calling it in a
+  loop would see it.
 - Same thread count everywhere: onnxruntime gets ``intra_op_num_threads=N`` (inter-op 1,
   sequential), irgraph targets that take ``num_threads`` get N, and numpy's OpenBLAS (the
   interpreter's matmuls, the ``numpy`` peer) is set to N for the duration.
@@ -27,9 +36,8 @@ How it measures (so that a ratio means something):
 Peers: ``onnxruntime`` (its CPU provider; needs an ONNX model), ``numpy`` (irgraph's numpy
 reference interpreter, -O0) and any registered irgraph target by name (``interp``, ``cpu``).
 
-With N > 1 threads on few cores, idle workers of one runtime's pool (OpenBLAS busy-waits ~0.1 s
-after a call, onnxruntime and libgomp spin briefly) can steal time from the next runtime's call;
-``gap_s`` sleeps before every timed call so each call starts on quiet cores.
+``gap_s`` sleeps before every timed call (either schedule), so that each call starts on quiet
+cores and pays its own pool's wake-up: the latency of a model called now and then.
 """
 from __future__ import annotations
 
@@ -57,6 +65,12 @@ NUMPY = "numpy"
 DEFAULT_WARMUP = 3
 DEFAULT_BUDGET_S = 3.0       # adaptive repeat: about this long for all timed repetitions
 MIN_REPEAT, MAX_REPEAT = 7, 10000
+SCHEDULES = ("auto", "interleaved", "blocks")
+# blocks schedule: idle time before a block (longer than any peer pool's busy-waiting: OpenBLAS
+# ~0.1 s), untimed calls that open it, and how many turns each runtime gets at most
+SETTLE_S = 0.2
+BLOCK_WARMUP = 2
+BLOCK_ROUNDS = 5
 DEFAULT_RTOL, DEFAULT_ATOL = 1e-3, 1e-5
 # targets known to take no num_threads option (others are tried with it)
 _THREADLESS_TARGETS = {"interp"}
@@ -64,32 +78,71 @@ _THREADLESS_TARGETS = {"interp"}
 
 # ---- measuring ----------------------------------------------------------------------------------
 
-def measure(calls: dict[str, Callable[[], object]], repeat: int, *, warmup: int = 0, gap_s: float = 0.0,
-            clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
-    """Per-call seconds of each callable, ``repeat`` each, interleaved round-robin.
+def resolve_schedule(schedule: str, threads: int, runtimes: int = 2) -> str:
+    """``auto`` is ``blocks`` when several runtimes run at more than one thread, else
+    ``interleaved`` (one runtime alone has no other pool to fight)."""
+    if schedule not in SCHEDULES:
+        raise InputError(f"unknown schedule {schedule!r}", expected=list(SCHEDULES), actual=schedule)
+    if schedule == "auto":
+        return "blocks" if threads > 1 and runtimes > 1 else "interleaved"
+    return schedule
 
-    Repetition ``r`` calls every runtime once, starting at the ``r``-th (rotating), so no runtime
-    always runs right after the same other one. ``warmup`` untimed rounds come first. The
-    garbage collector is off while timing (as in ``timeit``).
+
+def block_size(repeat: int, rounds: int = BLOCK_ROUNDS) -> int:
+    """Timed calls per block so that ``repeat`` calls take at most ``rounds`` turns."""
+    return max(1, math.ceil(repeat / max(1, rounds)))
+
+
+def measure(calls: dict[str, Callable[[], object]], repeat: int, *, warmup: int = 0, gap_s: float = 0.0,
+            schedule: str = "interleaved", block: int | None = None, settle_s: float = SETTLE_S,
+            clock: Callable[[], float] = time.perf_counter,
+            sleep: Callable[[float], None] = time.sleep) -> dict[str, list[float]]:
+    """Per-call seconds of each callable, ``repeat`` each, the runtimes taking turns.
+
+    ``interleaved``: repetition ``r`` calls every runtime once, starting at the ``r``-th
+    (rotating), so no runtime always runs right after the same other one. ``blocks``: a turn is
+    ``settle_s`` of idle time, ``BLOCK_WARMUP`` untimed calls, then ``block`` timed calls
+    (default ``block_size(repeat)``) of one runtime; turn ``t`` of round ``r`` goes to runtime
+    ``(r + t) % len``. ``warmup`` untimed rounds come first. The garbage collector is off while
+    timing (as in ``timeit``).
     """
     if repeat < 1:
         raise InputError("repeat must be at least 1", actual=repeat)
+    if schedule not in ("interleaved", "blocks"):
+        raise InputError(f"unknown schedule {schedule!r}", expected=["interleaved", "blocks"], actual=schedule)
     names = list(calls)
     for _ in range(max(0, warmup)):
         for n in names:
             calls[n]()
     times: dict[str, list[float]] = {n: [] for n in names}
+
+    def timed(n: str) -> None:
+        if gap_s > 0:
+            sleep(gap_s)
+        t0 = clock()
+        calls[n]()
+        times[n].append(clock() - t0)
+
     gc_was_on = gc.isenabled()
     gc.disable()
     try:
-        for r in range(repeat):
-            for k in range(len(names)):
-                n = names[(r + k) % len(names)]
-                if gap_s > 0:
-                    time.sleep(gap_s)
-                t0 = clock()
-                calls[n]()
-                times[n].append(clock() - t0)
+        if schedule == "interleaved":
+            for r in range(repeat):
+                for k in range(len(names)):
+                    timed(names[(r + k) % len(names)])
+        else:
+            size = block_size(repeat) if block is None else max(1, int(block))
+            r = 0
+            while len(times[names[0]]) < repeat:
+                for k in range(len(names)):
+                    n = names[(r + k) % len(names)]
+                    if settle_s > 0:
+                        sleep(settle_s)
+                    for _ in range(BLOCK_WARMUP):
+                        calls[n]()
+                    for _ in range(min(size, repeat - len(times[n]))):
+                        timed(n)
+                r += 1
     finally:
         if gc_was_on:
             gc.enable()
@@ -410,6 +463,8 @@ class BenchResult:
     runtimes: dict = field(default_factory=dict)   # name -> {median_ms, p10_ms, p90_ms, setup_s}
     errors: dict = field(default_factory=dict)     # peer -> {max_abs_err, max_rel_err, match}
     notes: list = field(default_factory=list)
+    schedule: str = "interleaved"                  # how the runtimes took turns (see measure)
+    block: int = 0                                 # timed calls per block (blocks schedule)
 
     @property
     def peers(self) -> list[str]:
@@ -454,7 +509,8 @@ class BenchResult:
             "errors": {p: {"max_abs_err": _finite(e["max_abs_err"]), "max_rel_err": _finite(e["max_rel_err"]),
                            "match": e["match"]} for p, e in self.errors.items()},
             "outputs_match": self.outputs_match, "rtol": self.rtol, "atol": self.atol,
-            "warmup": self.warmup, "repeat": self.repeat, "gap_s": self.gap_s, "notes": list(self.notes),
+            "warmup": self.warmup, "repeat": self.repeat, "gap_s": self.gap_s, "schedule": self.schedule,
+            "block": self.block, "notes": list(self.notes),
         }
 
     def format(self) -> str:
@@ -481,8 +537,12 @@ class BenchResult:
             lines.append(f"outputs vs {p}: max abs err {_g(e['max_abs_err'])}, max rel err "
                          f"{_g(e['max_rel_err'])} ({verdict})")
         gap = f", {self.gap_s:g} s idle before each call" if self.gap_s else ""
-        lines.append(f"{self.repeat} interleaved repetitions after {self.warmup} warm-up round"
-                     f"{'s' if self.warmup != 1 else ''}{gap}")
+        rounds = f"after {self.warmup} warm-up round{'s' if self.warmup != 1 else ''}"
+        if self.schedule == "blocks":
+            lines.append(f"{self.repeat} timed calls per runtime in turns of {self.block} (each turn after "
+                         f"{SETTLE_S:g} s idle and {BLOCK_WARMUP} untimed calls) {rounds}{gap}")
+        else:
+            lines.append(f"{self.repeat} interleaved repetitions {rounds}{gap}")
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
 
@@ -501,12 +561,13 @@ def bench(model, target: str | None = None, *, compare=None, threads: int | None
           opt_level: int | None = None, dims: dict[str, int] | None = None, warmup: int = DEFAULT_WARMUP,
           repeat: int | None = None, seed: int = 0, gap_s: float = 0.0, budget_s: float = DEFAULT_BUDGET_S,
           rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL, cold: bool = False,
-          options: dict | None = None) -> BenchResult:
+          options: dict | None = None, schedule: str = "auto") -> BenchResult:
     """Compile ``model`` for ``target`` and time it against the ``compare`` peers (see the module
     docstring). ``model``: an ONNX path, bytes or ModelProto (or an irgraph Graph, without the
     onnxruntime peer). ``target`` defaults to ``cpu`` when registered. ``repeat`` None picks
     about ``budget_s`` seconds of repetitions. ``cold`` compiles with an empty compile cache.
-    ``options`` go to ``irgraph.compile``."""
+    ``options`` go to ``irgraph.compile``. ``schedule``: auto, interleaved or blocks (see
+    ``measure``; auto is blocks at more than one thread)."""
     from .random_inputs import random_inputs
     from .targets import get_target, target_names
 
@@ -525,6 +586,7 @@ def bench(model, target: str | None = None, *, compare=None, threads: int | None
         raise InputError("repeat must be at least 1", actual=repeat)
     if gap_s < 0:
         raise InputError("gap must be 0 or more seconds", actual=gap_s)
+    schedule = resolve_schedule(schedule, threads, 1 + len(peers))
 
     notes: list[str] = []
     ort_source = None
@@ -600,7 +662,8 @@ def bench(model, target: str | None = None, *, compare=None, threads: int | None
                 last[r.name] = time.perf_counter() - t0
         if repeat is None:
             repeat = choose_repeat(sum(last.values()) + gap_s * len(runtimes), budget_s)
-        times = measure(calls, repeat, gap_s=gap_s)
+        block = block_size(repeat) if schedule == "blocks" else 0
+        times = measure(calls, repeat, gap_s=gap_s, schedule=schedule, block=block or None)
 
     return BenchResult(
         model=_label(model), target=target, opt_level=getattr(compiled, "opt_level", opt_level),
@@ -609,7 +672,7 @@ def bench(model, target: str | None = None, *, compare=None, threads: int | None
         peak_arena_bytes=peak_arena_bytes(compiled, bound), warmup=warmup, repeat=repeat, gap_s=gap_s,
         rtol=rtol, atol=atol,
         runtimes={r.name: {**summarize(times[r.name]), "setup_s": r.setup_s} for r in runtimes},
-        errors=errors, notes=notes)
+        errors=errors, notes=notes, schedule=schedule, block=block)
 
 
 def peak_arena_bytes(compiled, dims: dict | None = None) -> int | None:

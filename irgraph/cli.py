@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--gap", type=float, default=0.0, metavar="SECONDS",
                    help="idle time before each timed call, so no runtime's spinning idle threads "
                         "slow the next one (default 0)")
+    b.add_argument("--schedule", choices=["auto", "interleaved", "blocks"], default="auto",
+                   help="how the runtimes take turns: one call each (interleaved) or blocks of calls "
+                        "after idle time (blocks); auto: blocks at more than one thread, where "
+                        "interleaved calls measure the runtimes' spinning thread pools fighting")
     b.add_argument("--rtol", type=float, default=1e-3,
                    help="output check: tolerance relative to the peer output's largest magnitude (1e-3)")
     b.add_argument("--atol", type=float, default=1e-5, help="output check: absolute tolerance (1e-5)")
@@ -429,7 +433,7 @@ def cmd_bench(args) -> int:
     result = bench(args.model, args.target, compare=args.compare, threads=args.threads,
                    opt_level=args.opt_level, dims=_parse_dims(args.dim), warmup=args.warmup,
                    repeat=args.repeat, seed=args.seed, gap_s=args.gap, rtol=args.rtol, atol=args.atol,
-                   cold=args.cold)
+                   cold=args.cold, schedule=args.schedule)
     if args.json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
     else:

@@ -144,6 +144,8 @@ def test_bad_options_are_one_line_errors(mlp_path, capsys, args, text):
 def test_bad_flag_is_a_usage_error(mlp_path):
     r = _cli("bench", mlp_path, "--frobnicate")
     assert r.returncode == 2 and "unrecognized arguments: --frobnicate" in r.stderr
+    r = _cli("bench", mlp_path, "--schedule", "fair")
+    assert r.returncode == 2 and "invalid choice: 'fair'" in r.stderr
 
 
 def test_invalid_and_missing_models(tmp_path, capsys):
@@ -204,6 +206,62 @@ def test_measure_interleaves_round_robin_with_rotating_start():
     assert {n: len(t) for n, t in times.items()} == {"a": 4, "b": 4, "c": 4}
     for n in "abc":
         assert times[n] == pytest.approx([cost[n]] * 4)
+
+
+def test_measure_in_blocks_settles_warms_and_rotates():
+    clock = _FakeClock()
+    log = []
+    cost = {"a": 0.001, "b": 0.002}
+
+    def make(n):
+        def call():
+            log.append(n)
+            clock.t += cost[n]
+        return call
+
+    def sleep(s):
+        log.append(f"z{s:g}")
+        clock.t += s
+    times = B.measure({n: make(n) for n in "ab"}, repeat=5, schedule="blocks", block=2, settle_s=0.5,
+                      clock=clock, sleep=sleep)
+
+    def turn(n, k):
+        return ["z0.5"] + [n] * (B.BLOCK_WARMUP + k)
+    # rounds: a b | b a | a b ; the last turns take what is left of the 5 timed calls
+    assert log == turn("a", 2) + turn("b", 2) + turn("b", 2) + turn("a", 2) + turn("a", 1) + turn("b", 1)
+    assert {n: len(t) for n, t in times.items()} == {"a": 5, "b": 5}
+    for n in "ab":                               # idle time and untimed calls are not in the times
+        assert times[n] == pytest.approx([cost[n]] * 5)
+
+
+def test_block_size_and_schedule_choice():
+    assert B.block_size(40) == 8 and B.block_size(7) == 2 and B.block_size(1) == 1
+    assert B.resolve_schedule("auto", 2) == "blocks"
+    assert B.resolve_schedule("auto", 1) == "interleaved"
+    assert B.resolve_schedule("auto", 4, runtimes=1) == "interleaved"
+    assert B.resolve_schedule("blocks", 1) == "blocks"
+    assert B.resolve_schedule("interleaved", 8) == "interleaved"
+    with pytest.raises(InputError, match="unknown schedule 'fair'"):
+        B.resolve_schedule("fair", 2)
+    with pytest.raises(InputError, match="unknown schedule 'auto'"):
+        B.measure({"a": lambda: None}, repeat=1, schedule="auto")
+
+
+@needs_ort
+def test_blocks_schedule_in_the_document_and_the_table(mlp_path, capsys):
+    rc, out, err = _main(capsys, "bench", mlp_path, "--target", "interp", "--compare", "onnxruntime",
+                         "--threads", "1", "--schedule", "blocks", "--json", "--repeat", "3", "--warmup", "0")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["schedule"] == "blocks" and doc["block"] == B.block_size(3) and doc["repeat"] == 3
+    rc, out, err = _main(capsys, "bench", mlp_path, "--target", "interp", "--compare", "onnxruntime",
+                         "--threads", "1", "--json", *FAST)
+    assert rc == 0, err
+    assert json.loads(out)["schedule"] == "interleaved" and json.loads(out)["block"] == 0
+    rc, out, err = _main(capsys, "bench", mlp_path, "--target", "interp", "--compare", "numpy",
+                         "--threads", "2", "--repeat", "2", "--warmup", "0")
+    assert rc == 0, err
+    assert f"2 timed calls per runtime in turns of 1 (each turn after {B.SETTLE_S:g} s idle" in out
 
 
 def test_summarize_median_and_percentiles():
