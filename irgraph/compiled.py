@@ -42,6 +42,7 @@ class CompiledModel:
         self.output_types: list[TensorType] = [v.type for v in graph.outputs]
         self.quant_report = None   # irgraph.compile(quantize=...): the accuracy it cost (passes/quant_report.py)
         self.prune_report = None   # irgraph.compile(prune=...): what pruning saved (passes/prune_report.py)
+        self._exact = _exact_signature(self.input_types)
 
     def __call__(self, *args, **kwargs):
         outs = self.run(*args, **kwargs)
@@ -56,6 +57,14 @@ class CompiledModel:
         return dict(zip(self.output_names, self.run(**feeds)))
 
     def _bind(self, args, kwargs) -> list[np.ndarray]:
+        exact = self._exact
+        if exact is not None and not kwargs and len(args) == len(exact):
+            # the common call: numpy arrays of exactly the declared dtypes and static shapes
+            for a, (dt, shape) in zip(args, exact):
+                if type(a) is not np.ndarray or a.dtype != dt or a.shape != shape:
+                    break
+            else:
+                return list(args)
         n = len(self.input_names)
         if len(args) > n:
             raise InputError(f"model takes {n} inputs ({', '.join(self.input_names)})", expected=n, actual=len(args))
@@ -86,6 +95,23 @@ class CompiledModel:
         sig = ", ".join(f"{n}: {t!r}" for n, t in zip(self.input_names, self.input_types))
         outs = ", ".join(f"{n}: {t!r}" for n, t in zip(self.output_names, self.output_types))
         return f"<CompiledModel target={self.target!r} ({sig}) -> ({outs})>"
+
+
+def _exact_signature(types: list[TensorType]) -> list[tuple[np.dtype, tuple]] | None:
+    """``(numpy dtype, shape)`` per input when every input has a static shape and a dtype that
+    ``check_input`` accepts exactly for that numpy dtype: arrays matching it need no checking."""
+    sig = []
+    for t in types:
+        if t.shape is None or not t.is_static or t.dtype.kind == "s":
+            return None
+        try:
+            dt = np.dtype(t.dtype.np)
+            if DType.from_numpy(dt) is not t.dtype:
+                return None
+        except Exception:
+            return None
+        sig.append((dt, tuple(t.shape)))
+    return sig
 
 
 def check_input(name: str, t: TensorType, a: np.ndarray, bindings: dict) -> np.ndarray:

@@ -30,6 +30,7 @@ from irgraph.ops.registry import get_op
 from ..kernel_ir import LoweringError
 from ..lower import KernelPlan, lower_node
 from .codegen import ModuleGen, compile_module
+from .pointers import data_ptr
 
 VIEW_OPS = ("reshape", "squeeze", "unsqueeze")
 ALIGN = 64
@@ -365,6 +366,25 @@ class Program:
         off = (-self._arena_raw.ctypes.data) % ALIGN
         self.arena = self._arena_raw[off:off + self.arena_bytes]
         self._const_ptrs = (ctypes.c_void_p * max(1, len(self.consts)))(*[c.ctypes.data for c in self.consts])
+        self._arena_ptr = self.arena.ctypes.data if self.arena_bytes else self._arena_raw.ctypes.data
+        # pointer arrays filled per call (under the lock: one call at a time uses the arena anyway)
+        self._in_ptrs = (ctypes.c_void_p * max(1, len(self.graph.inputs)))()
+        self._out_ptrs = (ctypes.c_void_p * max(1, len(self.graph.outputs)))()
+        self._fast = self._fast_plan()
+
+    def _fast_plan(self):
+        """``(entry, output (shape, dtype)s)`` when one native entry writes every output straight
+        into its own fresh array (the usual compiled model), else None: ``run`` then skips the
+        per-call planning of fallback steps, views and copies."""
+        if len(self.segments) != 1 or self.segments[0][0] != "native":
+            return None
+        specs = []
+        for j, v in enumerate(self.graph.outputs):
+            loc = self._where(v)
+            if not _static(v) or loc.kind != "output" or loc.index != j:
+                return None
+            specs.append((tuple(v.type.shape), v.dtype.np))
+        return self._entries[self.segments[0][1]], specs
 
     def kernels_ir(self) -> str:
         """The kernel IR of every native kernel, printed."""
@@ -388,17 +408,35 @@ class Program:
         return a if a.shape == tuple(v.type.shape) else a.reshape(v.type.shape)
 
     def run(self, inputs) -> list:
+        fast = self._fast
+        if fast is None:
+            return self._run_general(inputs)
+        entry, specs = fast
+        ins = [np.ascontiguousarray(a) for a in inputs]
+        outs = [np.empty(shape, dt) for shape, dt in specs]
+        with self._lock:
+            ip, op = self._in_ptrs, self._out_ptrs
+            for i, a in enumerate(ins):
+                ip[i] = data_ptr(a)
+            for j, a in enumerate(outs):
+                op[j] = data_ptr(a)
+            entry(ip, op, self._const_ptrs, self._arena_ptr)
+        return outs
+
+    def _run_general(self, inputs) -> list:
         g = self.graph
         ins = [np.ascontiguousarray(a) for a in inputs]
         outs = [np.empty(v.type.shape, v.dtype.np) if _static(v) else None for v in g.outputs]
         with self._lock:
-            in_ptrs = (ctypes.c_void_p * max(1, len(ins)))(*[a.ctypes.data for a in ins])
-            out_ptrs = (ctypes.c_void_p * max(1, len(outs)))(*[0 if a is None else a.ctypes.data for a in outs])
-            arena_ptr = self.arena.ctypes.data if self.arena_bytes else self._arena_raw.ctypes.data
+            ip, op = self._in_ptrs, self._out_ptrs
+            for i, a in enumerate(ins):
+                ip[i] = data_ptr(a)
+            for j, a in enumerate(outs):
+                op[j] = 0 if a is None else data_ptr(a)
             py: dict = {}
             for kind, what in self.segments:
                 if kind == "native":
-                    self._entries[what](in_ptrs, out_ptrs, self._const_ptrs, arena_ptr)
+                    self._entries[what](ip, op, self._const_ptrs, self._arena_ptr)
                 else:
                     self._run_fallback(what.node, ins, outs, py)
             result = []

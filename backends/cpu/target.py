@@ -129,9 +129,10 @@ class CpuRunner:
         self._value_idx: dict = {}
         self._lock = threading.RLock()
         self.last: Program | None = None
+        self._fixed: Program | None = None     # the one program of a model without symbols or value inputs
         if not self.symbols and not self._values_for({}):
             try:
-                self.last = self._program({}, {})
+                self.last = self._fixed = self._program({}, {})
             except CompileError as e:
                 # an operand only known at run time: compile on the first call, for its value
                 if not _value_dependent(e) or not self._small_inputs(()):
@@ -178,6 +179,8 @@ class CpuRunner:
         return True
 
     def __call__(self, inputs):
+        if self._fixed is not None:
+            return self._fixed.run(inputs)
         dims = {}
         for v, a in zip(self.graph.inputs, inputs):
             for d, n in zip(v.type.shape or (), a.shape):
