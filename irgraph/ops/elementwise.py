@@ -4,6 +4,7 @@ Each op carries a scalar formula (``b`` is a scalar builder, see ``scalar.py``) 
 backends generate loops, and a numpy reference for the interpreter. Integer semantics follow
 ONNX: division truncates toward zero, ``mod`` takes the divisor's sign (``fmod=1``: the
 dividend's), shifts by a negative amount or by the bit width or more give the sign fill.
+The gradient rules are in ``elementwise_grad.py``.
 """
 from __future__ import annotations
 
@@ -16,7 +17,11 @@ from .. import dtype as dt
 from ..dtype import DType
 from .declare import (ALL_TYPES, FLOAT_TYPES, INT_TYPES, NUMERIC_TYPES, SIGNED_INT_TYPES,
                       elementwise)
-from .grad import is_float
+from .elementwise_grad import (UNARY_RULES, add_grad, cast_grad, clip_grad, div_grad, dropout_grad,
+                               extremum_grad, gelu_grad, identity_grad, mod_grad, mul_grad,
+                               pow_grad, prelu_grad, sub_grad, where_grad, zero_grad)
+# other families' gradient rules import these from here
+from .elementwise_grad import GradOps, known_value  # noqa: F401
 from .registry import Attr, OpDef, register
 from .shapes import broadcast_shapes, out
 
@@ -97,26 +102,27 @@ def _erf_parts(v: np.ndarray):
     return z < 0.5, (2.0 / math.sqrt(math.pi)) * v * s, erfc_abs
 
 
-def erf_np(x: np.ndarray) -> np.ndarray:
-    """Vectorized erf in ``x``'s dtype: exact for float64, ~1e-7 relative (1-2 ulp) for smaller floats."""
+def _from_erf_parts(x, exact, combine) -> np.ndarray:
+    """``exact(x)`` for float64 ``x``; otherwise ``combine(v, *_erf_parts(v))`` over v = x in
+    float64, rounded back to x's dtype."""
     x = np.asarray(x)
     if x.dtype == np.float64:
-        return _erf_exact(x) if x.size else x.copy()
+        return exact(x) if x.size else x.copy()
     v = x.astype(np.float64)
     with np.errstate(all="ignore"):  # inf/nan reach the unselected branch
-        small, series, erfc_abs = _erf_parts(v)
-        return np.where(small, series, np.copysign(1.0 - erfc_abs, v)).astype(x.dtype)
+        return combine(v, *_erf_parts(v)).astype(x.dtype)
+
+
+def erf_np(x: np.ndarray) -> np.ndarray:
+    """Vectorized erf in ``x``'s dtype: exact for float64, ~1e-7 relative (1-2 ulp) for smaller floats."""
+    return _from_erf_parts(x, _erf_exact, lambda v, small, series, erfc_abs: np.where(
+        small, series, np.copysign(1.0 - erfc_abs, v)))
 
 
 def erfc_np(x: np.ndarray) -> np.ndarray:
     """Vectorized erfc = 1 - erf without cancellation for large x; precision as ``erf_np``."""
-    x = np.asarray(x)
-    if x.dtype == np.float64:
-        return _erfc_exact(x) if x.size else x.copy()
-    v = x.astype(np.float64)
-    with np.errstate(all="ignore"):
-        small, series, erfc_abs = _erf_parts(v)
-        return np.where(small, 1.0 - series, np.where(v < 0, 2.0 - erfc_abs, erfc_abs)).astype(x.dtype)
+    return _from_erf_parts(x, _erfc_exact, lambda v, small, series, erfc_abs: np.where(
+        small, 1.0 - series, np.where(v < 0, 2.0 - erfc_abs, erfc_abs)))
 
 
 # ---- arithmetic --------------------------------------------------------------------------
@@ -172,255 +178,39 @@ def _pow_formula(b, x, y):
     return b.pow(x, b.cast(y, dx) if dy is not dx else y)
 
 
-# ---- gradient rules ------------------------------------------------------------------------
-# A rule gets a GradCtx (irgraph/ops/grad.py) and returns one gradient per input, built from
-# registry ops. Subgradients at kinks follow PyTorch: relu'(0) = 0, abs'(0) = 0, the slope of
-# leaky_relu/prelu/elu/selu at 0 is the negative side's, hard_sigmoid's is 0 at both ends, and
-# maximum/minimum give each operand half the gradient on ties.
-class GradOps:
-    """Terse op building inside gradient rules: ``o.mul(a, b)``, ``o.k(0.5, like)``."""
-
-    def __init__(self, ctx):
-        self.ctx = ctx
-
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-
-        def build(*inputs, num_outputs=None, **attrs):
-            return self.ctx.op(name, list(inputs), attrs, num_outputs=num_outputs)
-        return build
-
-    def k(self, value, like):
-        """A scalar constant in ``like``'s dtype (broadcasts in elementwise ops)."""
-        return self.ctx.const(value, like=like)
-
-    def gate(self, cond, g):
-        """``g`` where ``cond`` holds, 0 elsewhere."""
-        return self.where(cond, g, self.k(0, g))
-
-
-def _needs(ctx, i: int) -> bool:
-    """Whether input ``i`` can take a gradient (a float operand)."""
-    return i < len(ctx.inputs) and is_float(ctx.inputs[i])
-
-
-def unary_grad(f):
-    """A rule for a one-input op from ``f(o, x, y, dy, **attrs) -> dx`` (y: the forward output)."""
-    def rule(ctx):
-        return [f(GradOps(ctx), ctx.inputs[0], ctx.outputs[0], ctx.dy(), **ctx.attrs)]
-    rule.__name__ = getattr(f, "__name__", "unary_grad")
-    return rule
-
-
-def _zero_grad(ctx):
-    # piecewise constant (floor, ceil, round, sign): the derivative is 0 almost everywhere
-    return [ctx.zeros_like(ctx.inputs[0])]
-
-
-def _add_grad(ctx):
-    a, b = ctx.inputs
-    return [ctx.sum_to(ctx.dy(), a), ctx.sum_to(ctx.dy(), b)]
-
-
-def _sub_grad(ctx):
-    a, b = ctx.inputs
-    return [ctx.sum_to(ctx.dy(), a), ctx.sum_to(ctx.op("neg", [ctx.dy()]), b)]
-
-
-def _mul_grad(ctx):
-    a, b = ctx.inputs
-    return [ctx.sum_to(ctx.op("mul", [ctx.dy(), b]), a), ctx.sum_to(ctx.op("mul", [ctx.dy(), a]), b)]
-
-
-def _div_grad(ctx):
-    o, (a, b), y, dy = GradOps(ctx), ctx.inputs, ctx.outputs[0], ctx.dy()
-    # d(a/b)/db = -a/b^2 = -y/b
-    return [ctx.sum_to(o.div(dy, b), a), ctx.sum_to(o.neg(o.div(o.mul(dy, y), b)), b)]
-
-
-def _mod_grad(ctx):
-    o, (a, b), y, dy = GradOps(ctx), ctx.inputs, ctx.outputs[0], ctx.dy()
-    # a = q * b + y with q = floor(a/b) (mod) or trunc(a/b) (fmod): dy/db = -q. q is recovered
-    # from the output, rounded to the integer it is, so both conventions share one rule.
-    q = o.round(o.div(o.sub(a, y), b))
-    return [ctx.sum_to(dy, a), ctx.sum_to(o.neg(o.mul(dy, q)), b)]
-
-
-def _pow_grad(ctx):
-    o, (x, e), y, dy = GradOps(ctx), ctx.inputs, ctx.outputs[0], ctx.dy()
-    zero = o.k(0, x)
-    ex = ctx.cast_like(e, x)
-    # x ** 0 is constant even at x = 0 (where e * x^(e-1) would be 0 * inf), as in PyTorch
-    gx = o.where(o.equal(ex, zero), zero, o.mul(dy, o.mul(ex, o.pow(x, o.sub(ex, o.k(1, x))))))
-    ge = None
-    if _needs(ctx, 1):
-        # d/de = y * log(x); 0 at x = 0 for e >= 0 (PyTorch's convention; log(0) = -inf)
-        at0 = o.logical_and(o.equal(x, zero), o.greater_equal(ex, zero))
-        ge = ctx.sum_to(o.where(at0, zero, o.mul(dy, o.mul(y, o.log(x)))), e)
-    return [ctx.sum_to(gx, x), ge]
-
-
-def _extremum_grad(ctx):
-    o, (a, b), dy = GradOps(ctx), ctx.inputs, ctx.dy()
-    win = "greater" if ctx.node.op == "maximum" else "less"
-    one, half, zero = o.k(1, dy), o.k(0.5, dy), o.k(0, dy)
-    # share of a: 1 where a wins, 1/2 on ties, 0 where b wins
-    wa = o.where(getattr(o, win)(a, b), one, o.where(o.equal(a, b), half, zero))
-    ga = o.mul(dy, wa)
-    return [ctx.sum_to(ga, a), ctx.sum_to(o.sub(dy, ga), b)]
-
-
-def _prelu_grad(ctx):
-    o, (x, s), dy = GradOps(ctx), ctx.inputs, ctx.dy()
-    pos = o.greater(x, o.k(0, x))
-    return [ctx.sum_to(o.where(pos, dy, o.mul(dy, s)), x),
-            ctx.sum_to(o.where(pos, o.k(0, dy), o.mul(dy, x)), s)]
-
-
-def _clip_grad(ctx):
-    o, (x, lo, hi), dy = GradOps(ctx), ctx.inputs, ctx.dy()
-    # PyTorch's clamp rule: x inside [lo, hi] passes the gradient, lo takes it below lo
-    # (when lo < hi), hi above hi or everywhere when hi < lo (the output is hi there)
-    inside = o.logical_and(o.greater_equal(x, lo), o.less_equal(x, hi))
-    below = o.logical_and(o.less(x, lo), o.less(lo, hi))
-    above = o.logical_or(o.greater(x, hi), o.less(hi, lo))
-    return [ctx.sum_to(o.gate(inside, dy), x), ctx.sum_to(o.gate(below, dy), lo),
-            ctx.sum_to(o.gate(above, dy), hi)]
-
-
-def _where_grad(ctx):
-    o, (c, x, y), dy = GradOps(ctx), ctx.inputs, ctx.dy()
-    zero = o.k(0, dy)
-    return [None, ctx.sum_to(o.where(c, dy, zero), x), ctx.sum_to(o.where(c, zero, dy), y)]
-
-
-def _cast_grad(ctx):
-    x = ctx.inputs[0]
-    return [ctx.cast_like(ctx.dy(), x) if _needs(ctx, 0) else None]
-
-
-def known_value(v):
-    """The value of ``v`` when it is known at compile time, else None."""
-    if v is None:
-        return None
-    return v.const if v.const is not None else v.meta.get("value")
-
-
-def _dropout_grad(ctx):
-    o, ratio, mask, dy = GradOps(ctx), ctx.inputs[1], ctx.outputs[1], ctx.dy()
-    train = ctx.inputs[2] if len(ctx.inputs) > 2 else None
-    # y = where(mask, x * s, 0) with s = 1/(1 - ratio) when training with 0 < ratio < 1, and
-    # y = x (mask all true, s = 1) otherwise; ratio >= 1 gives an all-false mask. The ratio is
-    # a rate, not a parameter: no gradient flows to it (PyTorch treats it the same way).
-    r, t = known_value(ratio), known_value(train)
-    if r is not None and (train is None or t is not None):
-        r = float(np.asarray(r))
-        active = (True if train is None else bool(np.asarray(t))) and 0 < r < 1
-        return [o.gate(mask, o.mul(dy, o.k(1 / (1 - r), dy))) if active else dy]
-    rr = ctx.cast_like(ratio, dy)
-    zero, one = o.k(0, rr), o.k(1, rr)
-    act = o.logical_and(o.greater(rr, zero), o.less(rr, one))
-    if train is not None:
-        act = o.logical_and(act, train)
-    s = o.div(one, o.where(act, o.sub(one, rr), one))
-    return [o.gate(mask, o.mul(dy, s))]
-
-
-def _gelu_grad(ctx):
-    o, x, dy = GradOps(ctx), ctx.inputs[0], ctx.dy()
-    k = lambda v: o.k(v, x)  # noqa: E731
-    if ctx.attrs["approximate"] == "tanh":
-        # y = x * s with s = sigmoid(2u), u = c (x + a x^3): y' = s + 2 x s (1 - s) u'
-        c, a = math.sqrt(2 / math.pi), 0.044715
-        x2 = o.mul(x, x)
-        s = o.sigmoid(o.mul(k(2 * c), o.mul(x, o.add(k(1), o.mul(k(a), x2)))))
-        du = o.mul(k(2 * c), o.add(k(1), o.mul(k(3 * a), x2)))
-        d = o.add(s, o.mul(o.mul(x, du), o.mul(s, o.sub(k(1), s))))
-    else:
-        # y = x Phi(x): y' = Phi(x) + x phi(x)
-        cdf = o.mul(k(0.5), o.add(k(1), o.erf(o.mul(x, k(1 / math.sqrt(2))))))
-        pdf = o.mul(k(1 / math.sqrt(2 * math.pi)), o.exp(o.mul(k(-0.5), o.mul(x, x))))
-        d = o.add(cdf, o.mul(x, pdf))
-    return [o.mul(dy, d)]
-
-
-def _mish_grad(o, x, y, dy):
-    t = o.tanh(o.softplus(x))
-    # d/dx x tanh(sp(x)) = t + x (1 - t^2) sigmoid(x)
-    one = o.k(1, x)
-    return o.mul(dy, o.add(t, o.mul(o.mul(x, o.sigmoid(x)), o.mul(o.sub(one, t), o.add(one, t)))))
-
-
-def _swish_grad(o, x, y, dy, alpha):
-    ax = o.mul(o.k(alpha, x), x)
-    s = o.sigmoid(ax)
-    # d/dx x s(ax) = s + a x s (1 - s)
-    return o.mul(dy, o.add(s, o.mul(ax, o.mul(s, o.sub(o.k(1, x), s)))))
-
-
-def _one_minus_sq(o, v):
-    """1 - v^2 as (1 - v)(1 + v): no cancellation near |v| = 1."""
-    one = o.k(1, v)
-    return o.mul(o.sub(one, v), o.add(one, v))
-
-
-_UNARY_GRADS = {
-    "neg": lambda o, x, y, dy: o.neg(dy),
-    "abs": lambda o, x, y, dy: o.mul(dy, o.sign(x)),
-    "reciprocal": lambda o, x, y, dy: o.neg(o.mul(dy, o.mul(y, y))),
-    "exp": lambda o, x, y, dy: o.mul(dy, y),
-    "log": lambda o, x, y, dy: o.div(dy, x),
-    "sqrt": lambda o, x, y, dy: o.div(o.mul(dy, o.k(0.5, x)), y),
-    "sin": lambda o, x, y, dy: o.mul(dy, o.cos(x)),
-    "cos": lambda o, x, y, dy: o.neg(o.mul(dy, o.sin(x))),
-    "tan": lambda o, x, y, dy: o.mul(dy, o.add(o.k(1, x), o.mul(y, y))),
-    "asin": lambda o, x, y, dy: o.div(dy, o.sqrt(_one_minus_sq(o, x))),
-    "acos": lambda o, x, y, dy: o.neg(o.div(dy, o.sqrt(_one_minus_sq(o, x)))),
-    "atan": lambda o, x, y, dy: o.div(dy, o.add(o.k(1, x), o.mul(x, x))),
-    "sinh": lambda o, x, y, dy: o.mul(dy, o.cosh(x)),
-    "cosh": lambda o, x, y, dy: o.mul(dy, o.sinh(x)),
-    "asinh": lambda o, x, y, dy: o.div(dy, o.sqrt(o.add(o.mul(x, x), o.k(1, x)))),
-    "acosh": lambda o, x, y, dy: o.div(dy, o.sqrt(o.mul(o.sub(x, o.k(1, x)), o.add(x, o.k(1, x))))),
-    "atanh": lambda o, x, y, dy: o.div(dy, _one_minus_sq(o, x)),
-    "tanh": lambda o, x, y, dy: o.mul(dy, _one_minus_sq(o, y)),
-    "erf": lambda o, x, y, dy: o.mul(dy, o.mul(o.k(2 / math.sqrt(math.pi), x), o.exp(o.neg(o.mul(x, x))))),
-}
-
-
 elementwise("add", 2, scalar=lambda b, x, y: b.add(x, y), reference=np.add, dtypes=NUMERIC_TYPES,
-            grad=_add_grad)
+            grad=add_grad)
 elementwise("sub", 2, scalar=lambda b, x, y: b.sub(x, y), reference=np.subtract, dtypes=NUMERIC_TYPES,
-            grad=_sub_grad)
+            grad=sub_grad)
 elementwise("mul", 2, scalar=lambda b, x, y: b.mul(x, y), reference=np.multiply, dtypes=NUMERIC_TYPES,
-            grad=_mul_grad)
+            grad=mul_grad)
 elementwise("div", 2, scalar=lambda b, x, y: b.div(x, y), reference=_div_ref, dtypes=NUMERIC_TYPES,
-            grad=_div_grad,
+            grad=div_grad,
             doc="x / y; integer division truncates toward zero")
 elementwise("mod", 2, scalar=_mod_formula, reference=_mod_ref, dtypes=NUMERIC_TYPES,
-            attrs={"fmod": Attr("bool", False)}, grad=_mod_grad,
+            attrs={"fmod": Attr("bool", False)}, grad=mod_grad,
             doc="remainder with the divisor's sign (fmod=False) or the dividend's (fmod=True, C fmod)")
 elementwise("pow", 2, scalar=_pow_formula, reference=_pow_ref, dtypes=NUMERIC_TYPES, same_dtype=False,
-            differentiable=True, grad=_pow_grad,
+            differentiable=True, grad=pow_grad,
             doc="x ** y in x's dtype; y may be of another numeric dtype")
 elementwise("maximum", 2, scalar=lambda b, x, y: b.max(x, y), reference=np.maximum, dtypes=NUMERIC_TYPES,
-            grad=_extremum_grad,
+            grad=extremum_grad,
             doc="elementwise max; NaN propagates")
 elementwise("minimum", 2, scalar=lambda b, x, y: b.min(x, y), reference=np.minimum, dtypes=NUMERIC_TYPES,
-            grad=_extremum_grad,
+            grad=extremum_grad,
             doc="elementwise min; NaN propagates")
 elementwise("identity", 1, scalar=lambda b, x: x, reference=lambda x: np.array(x, copy=True),
-            dtypes=ALL_TYPES, grad=lambda ctx: [ctx.dy()],
+            dtypes=ALL_TYPES, grad=identity_grad,
             doc="a copy of x (names a value, e.g. a gradient output; simplify_algebra removes it)")
 elementwise("neg", 1, scalar=lambda b, x: b.neg(x), reference=np.negative, dtypes=SIGNED_TYPES,
-            grad=unary_grad(_UNARY_GRADS["neg"]))
+            grad=UNARY_RULES["neg"])
 elementwise("abs", 1, scalar=lambda b, x: b.abs(x), reference=np.abs, dtypes=NUMERIC_TYPES,
-            grad=unary_grad(_UNARY_GRADS["abs"]))
+            grad=UNARY_RULES["abs"])
 elementwise("sign", 1, scalar=lambda b, x: b.sign(x), reference=np.sign, dtypes=NUMERIC_TYPES,
-            grad=_zero_grad)
+            grad=zero_grad)
 elementwise("reciprocal", 1, scalar=lambda b, x: b.div(_c(b, 1, x), x),
             reference=lambda x: np.divide(np.ones((), x.dtype), x),
-            grad=unary_grad(_UNARY_GRADS["reciprocal"]))
+            grad=UNARY_RULES["reciprocal"])
 
 # ---- math --------------------------------------------------------------------------------
 for _name, _np_fn in [("exp", np.exp), ("log", np.log), ("sqrt", np.sqrt), ("sin", np.sin),
@@ -429,10 +219,10 @@ for _name, _np_fn in [("exp", np.exp), ("log", np.log), ("sqrt", np.sqrt), ("sin
                       ("asinh", np.arcsinh), ("acosh", np.arccosh), ("atanh", np.arctanh),
                       ("tanh", np.tanh), ("floor", np.floor), ("ceil", np.ceil)]:
     elementwise(_name, 1, scalar=lambda b, x, _m=_name: getattr(b, _m)(x), reference=_np_fn,
-                grad=unary_grad(_UNARY_GRADS[_name]) if _name in _UNARY_GRADS else _zero_grad)
-elementwise("round", 1, scalar=lambda b, x: b.round(x), reference=np.round, grad=_zero_grad,
+                grad=UNARY_RULES.get(_name, zero_grad))
+elementwise("round", 1, scalar=lambda b, x: b.round(x), reference=np.round, grad=zero_grad,
             doc="round half to even")
-elementwise("erf", 1, scalar=lambda b, x: b.erf(x), reference=erf_np, grad=unary_grad(_UNARY_GRADS["erf"]))
+elementwise("erf", 1, scalar=lambda b, x: b.erf(x), reference=erf_np, grad=UNARY_RULES["erf"])
 elementwise("isnan", 1, scalar=lambda b, x: b.isnan(x), reference=np.isnan, out_dtype=dt.bool_)
 
 
@@ -520,108 +310,72 @@ def _gelu_attrs(ctx):
         ctx.fail("approximate must be 'none' or 'tanh'", actual=repr(ctx.attrs["approximate"]))
 
 
-def _pos(o, x):
-    return o.greater(x, o.k(0, x))
-
-
-def _hard_swish_grad(o, x, y, dy):
-    # PyTorch: 0 below -3, x/3 + 1/2 on [-3, 3], 1 above
-    inner = o.mul(dy, o.add(o.mul(x, o.k(1 / 3, x)), o.k(0.5, x)))
-    return o.gate(o.greater_equal(x, o.k(-3, x)), o.where(o.less_equal(x, o.k(3, x)), inner, dy))
-
-
-def _softsign_grad(o, x, y, dy):
-    t = o.add(o.k(1, x), o.abs(x))
-    return o.div(dy, o.mul(t, t))
-
-
-_ACT_GRADS = {
-    "relu": lambda o, x, y, dy: o.gate(_pos(o, x), dy),
-    "sigmoid": lambda o, x, y, dy: o.mul(dy, o.mul(y, o.sub(o.k(1, y), y))),
-    "leaky_relu": lambda o, x, y, dy, alpha: o.where(_pos(o, x), dy, o.mul(dy, o.k(alpha, x))),
-    "elu": lambda o, x, y, dy, alpha: o.where(_pos(o, x), dy, o.mul(dy, o.mul(o.k(alpha, x), o.exp(x)))),
-    "selu": lambda o, x, y, dy, alpha, gamma: o.mul(dy, o.where(
-        _pos(o, x), o.k(gamma, x), o.mul(o.k(alpha * gamma, x), o.exp(x)))),
-    "celu": lambda o, x, y, dy, alpha: o.where(_pos(o, x), dy, o.mul(dy, o.exp(o.div(x, o.k(alpha, x))))),
-    # 0 where the clip is active, with PyTorch's strict inequalities at its ends
-    "hard_sigmoid": lambda o, x, y, dy, alpha, beta: o.gate(
-        o.logical_and(o.greater(y, o.k(0, y)), o.less(y, o.k(1, y))), o.mul(dy, o.k(alpha, x))),
-    "hard_swish": _hard_swish_grad,
-    "softplus": lambda o, x, y, dy: o.mul(dy, o.sigmoid(x)),
-    "softsign": _softsign_grad,
-    "thresholded_relu": lambda o, x, y, dy, alpha: o.gate(o.greater(x, o.k(alpha, x)), dy),
-    "mish": _mish_grad,
-    "swish": _swish_grad,
-    "shrink": lambda o, x, y, dy, bias, lambd: o.gate(o.greater(o.abs(x), o.k(lambd, x)), dy),
-}
-
-
 elementwise("relu", 1, scalar=lambda b, x: b.max(x, _c(b, 0, x)),
-            grad=unary_grad(_ACT_GRADS["relu"]),
+            grad=UNARY_RULES["relu"],
             reference=lambda x: np.maximum(x, np.zeros((), x.dtype)), dtypes=SIGNED_TYPES)
 elementwise("sigmoid", 1, scalar=_f32_formula(_sigmoid_f), reference=_in_f32(_sigmoid_np),
-            grad=unary_grad(_ACT_GRADS["sigmoid"]),
+            grad=UNARY_RULES["sigmoid"],
             doc="1 / (1 + exp(-x)), computed without overflow")
 elementwise("leaky_relu", 1, attrs={"alpha": Attr("float", 0.01)},
-            grad=unary_grad(_ACT_GRADS["leaky_relu"]),
+            grad=UNARY_RULES["leaky_relu"],
             scalar=_f32_formula(lambda b, x, alpha: b.select(b.lt(x, _c(b, 0, x)), b.mul(_c(b, alpha, x), x), x)),
             reference=_in_f32(lambda x, alpha: np.where(x < 0, x * np.asarray(alpha, x.dtype), x)))
 elementwise("prelu", 2, scalar=lambda b, x, s: b.select(b.lt(x, _c(b, 0, x)), b.mul(s, x), x),
-            grad=_prelu_grad,
+            grad=prelu_grad,
             reference=lambda x, s: np.where(x < 0, x * s, x), dtypes=NUMERIC_TYPES,
             doc="x < 0 ? slope * x : x (slope broadcasts)")
-elementwise("elu", 1, grad=unary_grad(_ACT_GRADS["elu"]), attrs={"alpha": Attr("float", 1.0)},
+elementwise("elu", 1, grad=UNARY_RULES["elu"], attrs={"alpha": Attr("float", 1.0)},
             scalar=_f32_formula(lambda b, x, alpha: b.select(
                 b.lt(x, _c(b, 0, x)), b.mul(_c(b, alpha, x), _expm1(b, x)), x)),
             reference=_in_f32(lambda x, alpha: np.where(x < 0, alpha * np.expm1(x), x)))
 elementwise("selu", 1, attrs={"alpha": Attr("float", 1.6732632423543772),
                               "gamma": Attr("float", 1.0507009873554805)},
-            grad=unary_grad(_ACT_GRADS["selu"]),
+            grad=UNARY_RULES["selu"],
             scalar=_f32_formula(lambda b, x, alpha, gamma: b.mul(_c(b, gamma, x), b.select(
                 b.gt(x, _c(b, 0, x)), x, b.mul(_c(b, alpha, x), _expm1(b, x))))),
             reference=_in_f32(lambda x, alpha, gamma: gamma * np.where(x > 0, x, alpha * np.expm1(x))))
-elementwise("celu", 1, grad=unary_grad(_ACT_GRADS["celu"]), attrs={"alpha": Attr("float", 1.0)},
+elementwise("celu", 1, grad=UNARY_RULES["celu"], attrs={"alpha": Attr("float", 1.0)},
             scalar=_f32_formula(lambda b, x, alpha: b.select(
                 b.gt(x, _c(b, 0, x)), x,
                 b.mul(_c(b, alpha, x), _expm1(b, b.div(x, _c(b, alpha, x)))))),
             reference=_in_f32(lambda x, alpha: np.where(x > 0, x, alpha * np.expm1(x / alpha))),
             doc="max(0, x) + min(0, alpha * (exp(x / alpha) - 1))")
 elementwise("hard_sigmoid", 1, attrs={"alpha": Attr("float", 0.2), "beta": Attr("float", 0.5)},
-            grad=unary_grad(_ACT_GRADS["hard_sigmoid"]),
+            grad=UNARY_RULES["hard_sigmoid"],
             scalar=_f32_formula(_hard_sigmoid_f),
             reference=_in_f32(lambda x, alpha, beta: np.clip(alpha * x + beta, 0, 1)))
-elementwise("hard_swish", 1, grad=unary_grad(_ACT_GRADS["hard_swish"]),
+elementwise("hard_swish", 1, grad=UNARY_RULES["hard_swish"],
             scalar=_f32_formula(lambda b, x: b.mul(x, _hard_sigmoid_f(b, x, 1 / 6, 0.5))),
             reference=_in_f32(lambda x: x * np.clip(x / 6 + 0.5, 0, 1)),
             doc="x * max(0, min(1, x / 6 + 1/2))")
 elementwise("softplus", 1, scalar=_f32_formula(_softplus_f), reference=_in_f32(_softplus_np),
-            grad=unary_grad(_ACT_GRADS["softplus"]),
+            grad=UNARY_RULES["softplus"],
             doc="log(1 + exp(x)), computed without overflow")
 elementwise("softsign", 1, scalar=_f32_formula(lambda b, x: b.div(x, b.add(_c(b, 1, x), b.abs(x)))),
-            grad=unary_grad(_ACT_GRADS["softsign"]),
+            grad=UNARY_RULES["softsign"],
             reference=_in_f32(lambda x: x / (1 + np.abs(x))))
 elementwise("thresholded_relu", 1, attrs={"alpha": Attr("float", 1.0)},
-            grad=unary_grad(_ACT_GRADS["thresholded_relu"]),
+            grad=UNARY_RULES["thresholded_relu"],
             scalar=_f32_formula(lambda b, x, alpha: b.select(b.gt(x, _c(b, alpha, x)), x, _c(b, 0, x))),
             reference=_in_f32(lambda x, alpha: np.where(x > alpha, x, np.zeros((), x.dtype))))
 _validated(elementwise("gelu", 1, attrs={"approximate": Attr("str", "none", "'none' (erf) or 'tanh'")},
-                       scalar=_f32_formula(_gelu_f), reference=_in_f32(_gelu_np), grad=_gelu_grad),
+                       scalar=_f32_formula(_gelu_f), reference=_in_f32(_gelu_np), grad=gelu_grad),
            _gelu_attrs)
 elementwise("mish", 1, scalar=_f32_formula(lambda b, x: b.mul(x, b.tanh(_softplus_f(b, x)))),
-            grad=unary_grad(_ACT_GRADS["mish"]),
+            grad=UNARY_RULES["mish"],
             reference=_in_f32(lambda x: x * np.tanh(_softplus_np(x))), doc="x * tanh(softplus(x))")
-elementwise("swish", 1, grad=unary_grad(_ACT_GRADS["swish"]), attrs={"alpha": Attr("float", 1.0)},
+elementwise("swish", 1, grad=UNARY_RULES["swish"], attrs={"alpha": Attr("float", 1.0)},
             scalar=_f32_formula(lambda b, x, alpha: b.mul(x, _sigmoid_f(b, b.mul(_c(b, alpha, x), x)))),
             reference=_in_f32(lambda x, alpha: x * _sigmoid_np(alpha * x)), doc="x * sigmoid(alpha * x)")
 elementwise("shrink", 1, attrs={"bias": Attr("float", 0.0), "lambd": Attr("float", 0.5)},
-            grad=unary_grad(_ACT_GRADS["shrink"]),
+            grad=UNARY_RULES["shrink"],
             dtypes=NUMERIC_TYPES,
             scalar=_f32_formula(lambda b, x, bias, lambd: b.select(
                 b.lt(x, _c(b, -lambd, x)), b.add(x, _c(b, bias, x)),
                 b.select(b.gt(x, _c(b, lambd, x)), b.sub(x, _c(b, bias, x)), _c(b, 0, x)))),
             reference=_in_f32(lambda x, bias, lambd: np.where(
                 x < -lambd, x + bias, np.where(x > lambd, x - bias, 0))))
-elementwise("clip", 3, grad=_clip_grad, scalar=lambda b, x, lo, hi: b.min(b.max(x, lo), hi),
+elementwise("clip", 3, grad=clip_grad, scalar=lambda b, x, lo, hi: b.min(b.max(x, lo), hi),
             reference=lambda x, lo, hi: np.minimum(np.maximum(x, lo), hi), dtypes=NUMERIC_TYPES,
             doc="min(max(x, lo), hi): every element is hi when lo > hi")
 
@@ -691,7 +445,7 @@ def _where_infer(ctx):
 
 register(OpDef(
     "where", infer=_where_infer, inputs=(3, 3), kind="elementwise", differentiable=True,
-    grad=_where_grad,
+    grad=where_grad,
     reference=lambda ins, a: np.where(ins[0], ins[1], ins[2]),
     scalar=lambda b, c, x, y: b.select(c, x, y),
     doc="select(cond, x, y) with broadcasting",
@@ -820,7 +574,7 @@ def _cast_formula(b, x, to, saturate=True, round_mode="up"):
 
 register(OpDef(
     "cast", infer=_cast_infer, reference=_cast_ref, kind="elementwise", differentiable=True,
-    grad=_cast_grad,
+    grad=cast_grad,
     attrs={"to": Attr("dtype"),
            "saturate": Attr("bool", True, "float8 targets: clamp out-of-range values to +-max"),
            "round_mode": Attr("str", "up", "float8e8m0 targets: up, down or nearest")},
@@ -877,7 +631,7 @@ def _dropout_ref(ins, a):
 
 register(OpDef(
     "dropout", infer=_dropout_infer, reference=_dropout_ref, inputs=(2, 3), kind="random",
-    random=True, differentiable=True, grad=_dropout_grad, attrs={"seed": Attr("int", None)},
+    random=True, differentiable=True, grad=dropout_grad, attrs={"seed": Attr("int", None)},
     doc="(x * keep / (1 - ratio), keep) with keep ~ Bernoulli(1 - ratio) when training_mode "
         "(input 2, default true) holds; (x, all true) otherwise",
 ))
