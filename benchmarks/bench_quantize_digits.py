@@ -18,33 +18,14 @@ import os
 import sys
 import tempfile
 
-import numpy as np
-
-EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples")
-
 
 def train(epochs: int, seed: int, path: str):
     """Train the example's CNN on cpu and export it; returns (data split, trainer test accuracy)."""
-    sys.path.insert(0, EXAMPLES)
-    import digits_cnn
-    from digits_data import load_split
-    sys.path.pop(0)
-    from irgraph.training import Adam, Cosine, Trainer
-    xtr, ytr, xte, yte = load_split(seed=0, images=True)
-    schedule = Cosine(5e-3, total_steps=epochs * (len(xtr) // 32))
-    trainer = Trainer(digits_cnn.build_model(seed), "sparse_cross_entropy", Adam(schedule), target="cpu",
-                      metrics=["accuracy"], input_specs=digits_cnn.INPUT, seed=seed, num_threads=1)
-    trainer.fit(xtr, ytr, epochs=epochs, batch_size=32, verbose=False)
+    from digits_common import example, load_split
+    xtr, ytr, xte, yte = load_split()
+    trainer, _ = example("digits_cnn").train(xtr, ytr, epochs=epochs, seed=seed, target="cpu", num_threads=1)
     trainer.export_onnx(path)
     return (xtr, ytr, xte, yte), trainer.evaluate(xte, yte, batch_size=len(xte))["accuracy"]
-
-
-def latency(models: dict, x, budget_s: float = 1.0) -> dict:
-    """Median ms per call of each compiled model on ``x``, interleaved."""
-    from irgraph.bench import time_interleaved
-    times, _ = time_interleaved({k: (lambda m=m: m.run(x)) for k, m in models.items()}, warmup=6,
-                                budget_s=budget_s)
-    return {k: float(np.median(v) * 1e3) for k, v in times.items()}
 
 
 def main(argv=None) -> int:
@@ -58,6 +39,7 @@ def main(argv=None) -> int:
     ap.add_argument("--onnx", metavar="PATH", help="where to write the trained model (default: a temp folder)")
     args = ap.parse_args(argv)
     import irgraph
+    from digits_common import accuracy, latency_ms
     path = args.onnx or os.path.join(tempfile.mkdtemp(prefix="irgraph-qdigits-"), "digits_cnn.onnx")
     (xtr, _, xte, yte), trained_acc = train(args.epochs, args.seed, path)
     fp32 = irgraph.compile(path, target="cpu", num_threads=args.threads)
@@ -65,15 +47,14 @@ def main(argv=None) -> int:
     int8 = irgraph.compile(path, target="cpu", num_threads=args.threads, quantize="int8",
                            observer=args.observer, keep_float=args.keep_float,
                            calibrate={name: xtr[:args.calibration]})
-    acc = {k: float(np.mean(np.asarray(m.run(xte)[0]).argmax(1) == yte)) for k, m in
-           (("fp32", fp32), ("int8", int8))}
+    acc = {k: accuracy(m, xte, yte) for k, m in (("fp32", fp32), ("int8", int8))}
     print(f"digits CNN, {args.epochs} epochs on cpu (trainer: test accuracy {trained_acc:.4f}); {path}")
     print(f"test accuracy ({len(yte)} images): float {acc['fp32']:.4f}  int8 {acc['int8']:.4f}  "
           f"({(acc['int8'] - acc['fp32']) * 100:+.2f} points; criterion: >= -0.50)")
     print(int8.quant_report.format())
     models = {"fp32": fp32, "int8": int8}
     for x in (xte[:1], xte):
-        ms = latency(models, x)
+        ms = latency_ms(models, x)
         print(f"latency batch {len(x)}: fp32 {ms['fp32']:.4f} ms  int8 {ms['int8']:.4f} ms  "
               f"({ms['fp32'] / ms['int8']:.2f}x)")
     return 0 if acc["int8"] >= acc["fp32"] - 0.005 else 1

@@ -26,7 +26,6 @@ alone (as ``profile_kernels.py`` does for inference), summed by kind, and the sl
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import os
 import statistics
@@ -243,32 +242,18 @@ def kind_of(node) -> str:
 def kernel_profile(name: str, threads: int, repeat: int = 20) -> list[dict]:
     """Every kernel of the compiled step timed alone over the arena of a full run (median; CPU
     time of this thread at one thread, wall time otherwise)."""
-    from profile_kernels import _profiled_program, node_flops
+    from profile_kernels import node_flops, time_kernels
     c = case(name, threads)
     t = c.trainer
     arrays = t._feeds(t._train_step, [c.x], c.y, LR)
     t._train.run(*arrays)
-    prog = _profiled_program(t._train._run.last.graph, threads)
-    ins = [np.ascontiguousarray(a) for a in arrays]
-    outs = [np.empty(v.type.shape, v.dtype.np) for v in prog.graph.outputs]
-    in_p = (ctypes.c_void_p * max(1, len(ins)))(*[a.ctypes.data for a in ins])
-    out_p = (ctypes.c_void_p * max(1, len(outs)))(*[a.ctypes.data for a in outs])
-    arena = prog.arena.ctypes.data if prog.arena_bytes else prog._arena_raw.ctypes.data
-    fns = [prog._entries[n] for _, n in prog.segments]
-    for f in fns:
-        f(in_p, out_p, prog._const_ptrs, arena)
     # one thread: the kernel runs on this thread, so its CPU time is what it costs, whatever
     # else the machine runs; with more threads only wall time covers the workers
     clock = time.thread_time_ns if threads == 1 else time.perf_counter_ns
-    times = [[] for _ in fns]
-    for _ in range(repeat):
-        for i, f in enumerate(fns):
-            t0 = clock()
-            f(in_p, out_p, prog._const_ptrs, arena)
-            times[i].append(clock() - t0)
+    steps = time_kernels(t._train._run.last.graph, arrays, threads, repeat, clock)
     return [{"kernel": s.plan.kernel.name, "kind": kind_of(s.node), "us": statistics.median(ts) / 1e3,
              "flops": node_flops(s.node), "shape": tuple(s.node.outputs[0].type.shape)}
-            for s, ts in zip(prog.kernel_steps, times)]
+            for s, ts in steps]
 
 
 def print_profile(name: str, threads: int, step_ms: float, top: int = 8) -> None:

@@ -82,15 +82,11 @@ def _profiled_program(graph, threads: int):
     return Profiled(graph, num_threads=threads)
 
 
-def profile(path: str, threads: int, repeat: int):
-    import irgraph
-    from irgraph.bench import compile_with_threads
-    from irgraph.random_inputs import random_inputs
-    m, _, _ = compile_with_threads(irgraph.to_graph(path), "cpu", None, threads)
-    feeds = random_inputs(dict(zip(m.input_names, m.input_types)), seed=0)
-    arrays = [feeds[n] for n in m.input_names]
-    m.run(*arrays)
-    prog = _profiled_program(m._run.last.graph, threads)
+def time_kernels(graph, arrays, threads: int, repeat: int, clock=time.perf_counter_ns):
+    """Build ``graph`` (a model's last specialized graph) with one entry per kernel and time each
+    kernel alone, ``repeat`` times, over the arena of a full run on ``arrays``: ``[(step, [ns
+    per call])]`` in kernel order. ``clock`` returns nanoseconds."""
+    prog = _profiled_program(graph, threads)
     ins = [np.ascontiguousarray(a) for a in arrays]
     outs = [np.empty(v.type.shape, v.dtype.np) for v in prog.graph.outputs]
     in_p = (ctypes.c_void_p * max(1, len(ins)))(*[a.ctypes.data for a in ins])
@@ -102,11 +98,22 @@ def profile(path: str, threads: int, repeat: int):
     times = [[] for _ in fns]
     for _ in range(repeat):  # round-robin, like irgraph bench: drift hits every kernel alike
         for i, f in enumerate(fns):
-            t0 = time.perf_counter_ns()
+            t0 = clock()
             f(in_p, out_p, prog._const_ptrs, arena)
-            times[i].append(time.perf_counter_ns() - t0)
+            times[i].append(clock() - t0)
+    return list(zip(prog.kernel_steps, times))
+
+
+def profile(path: str, threads: int, repeat: int):
+    import irgraph
+    from irgraph.bench import compile_with_threads
+    from irgraph.random_inputs import random_inputs
+    m, _, _ = compile_with_threads(irgraph.to_graph(path), "cpu", None, threads)
+    feeds = random_inputs(dict(zip(m.input_names, m.input_types)), seed=0)
+    arrays = [feeds[n] for n in m.input_names]
+    m.run(*arrays)
     rows = []
-    for s, ts in zip(prog.kernel_steps, times):
+    for s, ts in time_kernels(m._run.last.graph, arrays, threads, repeat):
         rows.append({"kernel": s.plan.kernel.name, "source": list(s.plan.kernel.source),
                      "us": (min(ts) if STAT == "min" else statistics.median(ts)) / 1e3, "flops": node_flops(s.node),
                      "shape": list(s.node.outputs[0].type.shape)})

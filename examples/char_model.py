@@ -10,10 +10,10 @@ going down and a sample generated one character at a time from a prompt.
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
+from train_args import target_options, training_parser
 
 from irgraph.frontends import dsl
 from irgraph.training import Adam, Trainer, Warmup
@@ -77,18 +77,13 @@ def generate(trainer: Trainer, prompt: np.ndarray, length: int, temperature: flo
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--target", choices=["interp", "cpu"], default="cpu")
-    ap.add_argument("--epochs", type=int, default=12)
+    ap = training_parser(__doc__, epochs=12, quiet=True)
     ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--seq", type=int, default=32)
     ap.add_argument("--sentences", type=int, default=600)
     ap.add_argument("--generate", type=int, default=120, help="characters to generate")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
-    options = {"num_threads": args.threads} if args.target == "cpu" else {}
+    options = target_options(args)
 
     text = make_text(args.sentences, seed=0)
     chars = sorted(set(text))

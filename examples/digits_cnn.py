@@ -9,13 +9,13 @@ onnxruntime (when installed), which must predict the same classes.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
 
 import numpy as np
 from digits_data import load_split
+from train_args import target_options, training_parser
 
 from irgraph.frontends import dsl
 from irgraph.training import Adam, Cosine, Trainer
@@ -28,6 +28,17 @@ def build_model(seed: int = 0) -> dsl.Module:
         dsl.Conv2D(16, 3, padding="same", activation="relu"), dsl.MaxPool2D(2),
         dsl.Conv2D(32, 3, padding="same", activation="relu"), dsl.Flatten(), dsl.Dense(10))
     return model.initialize(seed, input_specs=INPUT)
+
+
+def train(x: np.ndarray, y: np.ndarray, *, epochs: int = 20, batch_size: int = 32, lr: float = 5e-3,
+          seed: int = 0, target: str = "cpu", verbose: bool = False, **options):
+    """The example's training, ``(trainer, history)``: Adam on sparse cross-entropy, its rate
+    following a cosine from ``lr`` down to 0 over the run (a scalar input of the step)."""
+    schedule = Cosine(lr, total_steps=epochs * (len(x) // batch_size))
+    trainer = Trainer(build_model(seed), "sparse_cross_entropy", Adam(schedule), target=target,
+                      metrics=["accuracy"], input_specs=INPUT, seed=seed, **options)
+    history = trainer.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=verbose)
+    return trainer, history
 
 
 def check_onnxruntime(path: str, x: np.ndarray, logits: np.ndarray) -> dict | None:
@@ -43,26 +54,15 @@ def check_onnxruntime(path: str, x: np.ndarray, logits: np.ndarray) -> dict | No
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--target", choices=["interp", "cpu"], default="cpu")
-    ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=5e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1, help="cpu threads (small models run best on one)")
+    ap = training_parser(__doc__, epochs=20, batch_size=32, lr=5e-3, quiet=True)
     ap.add_argument("--out", help="where to write the ONNX model (default: a temp folder)")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
-    options = {"num_threads": args.threads} if args.target == "cpu" else {}
+    options = target_options(args)
     x_train, y_train, x_test, y_test = load_split(seed=0, images=True)
 
     t0 = time.perf_counter()
-    # the rate follows a cosine from lr down to 0 over the run (a scalar input of the step)
-    schedule = Cosine(args.lr, total_steps=args.epochs * (len(x_train) // args.batch_size))
-    trainer = Trainer(build_model(args.seed), "sparse_cross_entropy", Adam(schedule), target=args.target,
-                      metrics=["accuracy"], input_specs=INPUT, seed=args.seed, **options)
-    history = trainer.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-                          verbose=not args.quiet)
+    trainer, history = train(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                             seed=args.seed, target=args.target, verbose=not args.quiet, **options)
     seconds = time.perf_counter() - t0
     test = trainer.evaluate(x_test, y_test, batch_size=len(x_test))
     print(f"train loss {history['loss'][0]:.4f} -> {history['loss'][-1]:.4f}")

@@ -8,10 +8,10 @@ A fixed, seeded 80/20 split (examples/digits_data.py); Adam on sparse cross-entr
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 from digits_data import load_split
+from train_args import target_options, training_parser
 
 from irgraph.frontends import dsl
 from irgraph.training import Adam, Trainer
@@ -23,16 +23,8 @@ def build_model(seed: int = 0) -> dsl.Module:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--target", choices=["interp", "cpu"], default="cpu")
-    ap.add_argument("--epochs", type=int, default=25)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1, help="cpu threads (small models run best on one)")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = ap.parse_args(argv)
-    options = {"num_threads": args.threads} if args.target == "cpu" else {}
+    args = training_parser(__doc__, epochs=25, batch_size=32, lr=2e-3, quiet=True).parse_args(argv)
+    options = target_options(args)
     x_train, y_train, x_test, y_test = load_split(seed=0)
 
     t0 = time.perf_counter()

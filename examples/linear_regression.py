@@ -8,10 +8,10 @@ the fitted weight and bias (2 and 1, up to the noise), beside numpy's least-squa
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
+from train_args import target_options, training_parser
 
 import irgraph
 from irgraph.frontends import dsl
@@ -26,15 +26,10 @@ def make_data(n: int = 200, noise: float = 0.05, seed: int = 0) -> tuple[np.ndar
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--target", choices=["interp", "cpu"], default="cpu")
-    ap.add_argument("--epochs", type=int, default=150)
-    ap.add_argument("--lr", type=float, default=0.3)
+    ap = training_parser(__doc__, epochs=150, lr=0.3)
     ap.add_argument("--noise", type=float, default=0.05)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1, help="cpu threads (tiny models run best on one)")
     args = ap.parse_args(argv)
-    options = {"num_threads": args.threads} if args.target == "cpu" else {}
+    options = target_options(args)
     x, y = make_data(noise=args.noise, seed=args.seed)
 
     model = dsl.Sequential(dsl.Dense(1, in_features=1)).initialize(args.seed)

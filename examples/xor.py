@@ -8,10 +8,10 @@ the accuracy (100%).
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
+from train_args import target_options, training_parser
 
 import irgraph
 from irgraph.frontends import dsl
@@ -27,13 +27,8 @@ def build_model(seed: int = 0) -> dsl.Module:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--target", choices=["interp", "cpu"], default="cpu")
-    ap.add_argument("--epochs", type=int, default=300)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1, help="cpu threads (tiny models run best on one)")
-    args = ap.parse_args(argv)
-    options = {"num_threads": args.threads} if args.target == "cpu" else {}
+    args = training_parser(__doc__, epochs=300).parse_args(argv)
+    options = target_options(args)
 
     t0 = time.perf_counter()
     history = irgraph.train(build_model(args.seed), "binary_cross_entropy", Adam(0.05), data=(X, Y),

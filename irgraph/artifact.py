@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import IrgraphError
+from .fileio import sha256_file
 from .version import __version__
 
 FORMAT = "irgraph-artifact"
@@ -48,14 +49,6 @@ GRAPH_FILE = "graph.onnx"
 
 class ArtifactWarning(UserWarning):
     """Something in an artifact could not be used as is (e.g. object code for another CPU)."""
-
-
-def _sha256_file(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _manifest_digest(m: dict) -> str:
@@ -180,7 +173,7 @@ def _write(model, root: Path) -> None:
     files = {}
     for p in sorted(root.rglob("*")):
         if p.is_file():
-            files[p.relative_to(root).as_posix()] = _sha256_file(p)
+            files[p.relative_to(root).as_posix()] = sha256_file(p)
     manifest["files"] = files
     manifest["manifest_sha256"] = _manifest_digest(manifest)
     (root / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
@@ -258,7 +251,7 @@ def read_manifest(path) -> dict:
             raise _fail(path, rel, "file outside the artifact")
         if not p.is_file():
             raise _fail(path, rel, "missing file")
-        if _sha256_file(p) != digest:
+        if sha256_file(p) != digest:
             raise _fail(path, rel, "checksum mismatch (file corrupted, truncated or replaced)")
     listed = [w.get("file") for w in m.get("weights") or []] + [p.get("object") for p in m.get("programs") or []]
     for rel in listed:

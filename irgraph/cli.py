@@ -12,6 +12,7 @@ import sys
 import numpy as np
 
 from .errors import InputError, IrgraphError
+from .fileio import write_text
 from .version import __version__
 
 EXIT_ERROR = 1
@@ -194,7 +195,6 @@ def _load(path: str):
 
 
 def _is_artifact(path: str) -> bool:
-    import os
     return os.path.isdir(path) and os.path.exists(os.path.join(path, "manifest.json"))
 
 
@@ -234,7 +234,7 @@ def _show_artifact(args) -> int:
     if not args.no_ir:
         text += "\n\n" + format_graph(load(args.model).graph)
     if args.out:
-        _write_text(args.out, text + "\n")
+        write_text(args.out, text + "\n")
     else:
         print(text)
     return 0
@@ -278,7 +278,7 @@ def cmd_show(args) -> int:
             if not args.out:
                 sys.stdout.write(text)
                 return 0
-            _write_text(args.out, text)
+            write_text(args.out, text)
         written.append(args.out)
         if not args.json:
             for f in written:
@@ -305,7 +305,7 @@ def cmd_show(args) -> int:
         if written:
             text += "\n" + "\n".join(f"wrote {f}" for f in written) + "\n"
     if args.out and args.format == "text":
-        _write_text(args.out, text)
+        write_text(args.out, text)
         print(f"wrote {args.out}")
     else:
         sys.stdout.write(text)
@@ -328,19 +328,9 @@ def _json_default(o):
 
 
 def _check_parent(path: str) -> None:
-    import os
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise InputError(f"cannot write {path!r}: folder {parent!r} does not exist")
-
-
-def _write_text(path: str, text: str) -> None:
-    from .fileio import atomic_write
-
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-    atomic_write(path, write)
 
 
 def _parse_dims(items) -> dict[str, int]:
@@ -358,10 +348,7 @@ def cmd_run(args) -> int:
     from .fileio import load_arrays, save_npz
     from .random_inputs import random_inputs
     if args.output:
-        import os
-        parent = os.path.dirname(os.path.abspath(args.output))
-        if not os.path.isdir(parent):
-            raise InputError(f"cannot write {args.output!r}: folder {parent!r} does not exist")
+        _check_parent(args.output)   # before the (slow) compile and run
     if _is_artifact(args.model):
         from .artifact import load
         if args.bisect_passes:
@@ -451,22 +438,14 @@ def _bench_pruned(args) -> int:
                          "drop --compare/--cold/--quantize")
     res = bench_pruned(args.model, args.prune, threads=args.threads, dims=_parse_dims(args.dim),
                        warmup=args.warmup, repeat=args.repeat, seed=args.seed, opt_level=args.opt_level)
-    rep = res.pop("prune_report")
     if args.json:
-        res["prune_report"] = rep.to_dict() if rep is not None else None
-        sys.stdout.write(json.dumps(res, indent=2, default=_json_default) + "\n")
+        _print_variant_json(res, "prune_report")
         return 0
-    rt = res["runtimes"]
-    print(f"{args.model}: {res['threads']} thread(s), {res['repeat']} interleaved runs each")
-    for name in ("pruned", "dense"):
-        r = rt[name]
-        print(f"  irgraph {name:<6} median {r['median_ms']:.4f} ms  (p10 {r['p10_ms']:.4f}, p90 {r['p90_ms']:.4f}); "
-              f"compile {res['compile_s'][name]:.1f} s")
-    print(f"  pruned speedup over unpruned: {res['speedup']:.2f}x")
+    _print_variant_timing(args.model, res, ("pruned", "dense"), "unpruned")
     for name, d in res["max_abs_diff"].items():
         print(f"  {name}: pruned vs unpruned max abs diff {d:.4g} (pruning changes the function)")
-    if rep is not None:
-        print(rep.format())
+    if res["prune_report"] is not None:
+        print(res["prune_report"].format())
     return 0
 
 
@@ -477,21 +456,33 @@ def _bench_quantized(args) -> int:
     res = bench_quantized(args.model, _quant_kwargs(args), threads=args.threads, dims=_parse_dims(args.dim),
                           warmup=args.warmup, repeat=args.repeat, seed=args.seed)
     if args.json:
-        res = dict(res)
-        rep = res.pop("quant_report")
-        res["quant_report"] = rep.to_dict() if rep is not None else None
-        sys.stdout.write(json.dumps(res, indent=2, default=_json_default) + "\n")
+        _print_variant_json(res, "quant_report")
         return 0
-    rt = res["runtimes"]
-    print(f"{args.model}: {res['threads']} thread(s), {res['repeat']} interleaved runs each")
-    for name in ("int8", "fp32"):
-        r = rt[name]
-        print(f"  irgraph {name:<5} median {r['median_ms']:.3f} ms  (p10 {r['p10_ms']:.3f}, p90 {r['p90_ms']:.3f}); "
-              f"compile {res['compile_s'][name]:.1f} s")
-    print(f"  int8 speedup over fp32: {res['speedup']:.2f}x")
+    _print_variant_timing(args.model, res, ("int8", "fp32"), "fp32")
     for name, c in res["outputs"].items():
         print(f"  {name}: int8 vs fp32 SQNR {c['sqnr_db']:.1f} dB, max abs diff {c['max_abs_err']:.4g}")
     return 0
+
+
+def _print_variant_json(res: dict, report_key: str) -> None:
+    """``bench --prune/--quantize --json``: the figures, the report object as its dict."""
+    res = dict(res)
+    rep = res.pop(report_key)
+    res[report_key] = rep.to_dict() if rep is not None else None
+    sys.stdout.write(json.dumps(res, indent=2, default=_json_default) + "\n")
+
+
+def _print_variant_timing(model: str, res: dict, names: tuple[str, str], base_label: str) -> None:
+    """The two builds ``bench --prune/--quantize`` time (``irgraph.bench.bench_variant``):
+    medians, spread and compile time of each, then the variant's speedup over the base."""
+    variant, _ = names
+    width = max(len(n) for n in names)
+    print(f"{model}: {res['threads']} thread(s), {res['repeat']} interleaved runs each")
+    for name in names:
+        r = res["runtimes"][name]
+        print(f"  irgraph {name:<{width}} median {r['median_ms']:.4f} ms  (p10 {r['p10_ms']:.4f}, "
+              f"p90 {r['p90_ms']:.4f}); compile {res['compile_s'][name]:.1f} s")
+    print(f"  {variant} speedup over {base_label}: {res['speedup']:.2f}x")
 
 
 if __name__ == "__main__":

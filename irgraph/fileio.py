@@ -1,6 +1,7 @@
-"""Files users give us and files we write for them: atomic writes and safe array loading."""
+"""Files users give us and files we write for them: atomic writes, checksums and safe array loading."""
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -31,11 +32,33 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         raise
 
 
+def write_text(path: str | os.PathLike, text: str, *, fsync: bool = False) -> None:
+    """Write ``text`` to ``path`` atomically. ``fsync``: flush it to disk before the rename, so
+    that after a crash the file is either the old one or the complete new one (an index file
+    that names other files needs this; a report the user can write again does not)."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+    atomic_write(path, write)
+
+
 def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     def write(tmp):
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
     atomic_write(path, write)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks (weights can be large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -10,35 +10,21 @@ Array keys: ``param/<name>``, ``state/<name>/<slot>``, ``buffer/<name>``.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import IrgraphError
-from ..fileio import atomic_write, load_arrays, save_npz
+from ..fileio import load_arrays, save_npz, sha256_file, write_text
 
 FORMAT = "irgraph-checkpoint"
 VERSION = 1
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _write_json(path: Path, obj: dict) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-    atomic_write(path, write)
+    # fsync: latest.json must never name a pair that is not on disk yet
+    write_text(path, json.dumps(obj, indent=1, sort_keys=True), fsync=True)
 
 
 def save_checkpoint(folder, step: int, params: dict, state: dict, buffers: dict, meta: dict,
@@ -56,7 +42,7 @@ def save_checkpoint(folder, step: int, params: dict, state: dict, buffers: dict,
     npz = folder / f"{stem}.npz"
     save_npz(npz, arrays)
     info = {"format": FORMAT, "version": VERSION, "step": int(step), "arrays": npz.name,
-            "sha256": _sha256(npz), **meta}
+            "sha256": sha256_file(npz), **meta}
     _write_json(folder / f"{stem}.json", info)
     _write_json(folder / "latest.json", {"format": FORMAT, "version": VERSION, "latest": stem})
     _prune(folder, keep)
@@ -88,7 +74,7 @@ def load_checkpoint(folder) -> tuple[dict, dict, dict, dict]:
         raise IrgraphError(f"checkpoint {stem} was written by a newer irgraph",
                            expected=f"version <= {VERSION}", actual=meta.get("version"))
     npz = folder / f"{stem}.npz"
-    if not npz.is_file() or _sha256(npz) != meta.get("sha256"):
+    if not npz.is_file() or sha256_file(npz) != meta.get("sha256"):
         raise IrgraphError(f"checkpoint arrays {str(npz)!r} are missing or do not match their checksum")
     arrays = load_arrays(npz)
     params, state, buffers = {}, {}, {}
