@@ -28,6 +28,28 @@ _CHUNKS = (
     "  0xef2f11u, 0x8b5a0au, 0x6d1f6du, 0x367ecfu, 0x27cb09u, 0xb74f46u, 0x3f669eu, 0x5fea2du,\n"
     "  0x7527bau, 0xc7ebe5u, 0xf17b3du, 0x0739f7u, 0x8a5292u, 0xea6bfbu, 0x5fb11fu, 0x8d5d08u")
 
+# Taylor coefficients in z = r * r on [-pi/4, pi/4], highest power first:
+# sin(r) = r + r z P_sin(z), cos(r) = 1 - z/2 + z^2 P_cos(z)
+_SIN_POLY = (
+    "-0x1.761b41316381ap-75", "0x1.71b8ef6dcf572p-66", "-0x1.2f49b46814157p-57",
+    "0x1.952c77030ad4ap-49", "-0x1.ae7f3e733b81fp-41", "0x1.6124613a86d09p-33",
+    "-0x1.ae64567f544e4p-26", "0x1.71de3a556c734p-19", "-0x1.a01a01a01a01ap-13",
+    "0x1.1111111111111p-7", "-0x1.5555555555555p-3")
+_COS_POLY = (
+    "-0x1.0ce396db7f853p-70", "0x1.e542ba4020225p-62", "-0x1.6827863b97d97p-53",
+    "0x1.ae7f3e733b81fp-45", "-0x1.93974a8c07c9dp-37", "0x1.1eed8eff8d898p-29",
+    "-0x1.27e4fb7789f5cp-22", "0x1.a01a01a01a01ap-16", "-0x1.6c16c16c16c17p-10",
+    "0x1.5555555555555p-5")
+
+
+def _horner(coeffs: tuple) -> str:
+    """C statements leaving ``p`` = the polynomial in ``z`` (coefficients highest first), one fma
+    per step, two steps a line."""
+    steps = [f"p = fma(p, z, {c});" for c in coeffs[1:]]
+    lines = [" ".join(steps[i:i + 2]) for i in range(0, len(steps), 2)]
+    return f"  double p = {coeffs[0]};\n" + "".join(f"  {line}\n" for line in lines)
+
+
 TRIG = r"""
 // ---- sin / cos / tan without local memory (backends/cuda/prelude_trig.py) ----
 __constant__ unsigned IRG_2OPI24[48] = {
@@ -63,23 +85,11 @@ IRG_D irg_red irg_rem_pio2(double ax) {
 }
 IRG_D double irg_sin_poly(double r) {
   const double z = r * r;
-  double p = -0x1.761b41316381ap-75;
-  p = fma(p, z, 0x1.71b8ef6dcf572p-66); p = fma(p, z, -0x1.2f49b46814157p-57);
-  p = fma(p, z, 0x1.952c77030ad4ap-49); p = fma(p, z, -0x1.ae7f3e733b81fp-41);
-  p = fma(p, z, 0x1.6124613a86d09p-33); p = fma(p, z, -0x1.ae64567f544e4p-26);
-  p = fma(p, z, 0x1.71de3a556c734p-19); p = fma(p, z, -0x1.a01a01a01a01ap-13);
-  p = fma(p, z, 0x1.1111111111111p-7); p = fma(p, z, -0x1.5555555555555p-3);
-  return fma(r * z, p, r);
+""" + _horner(_SIN_POLY) + r"""  return fma(r * z, p, r);
 }
 IRG_D double irg_cos_poly(double r) {
   const double z = r * r;
-  double p = -0x1.0ce396db7f853p-70;
-  p = fma(p, z, 0x1.e542ba4020225p-62); p = fma(p, z, -0x1.6827863b97d97p-53);
-  p = fma(p, z, 0x1.ae7f3e733b81fp-45); p = fma(p, z, -0x1.93974a8c07c9dp-37);
-  p = fma(p, z, 0x1.1eed8eff8d898p-29); p = fma(p, z, -0x1.27e4fb7789f5cp-22);
-  p = fma(p, z, 0x1.a01a01a01a01ap-16); p = fma(p, z, -0x1.6c16c16c16c17p-10);
-  p = fma(p, z, 0x1.5555555555555p-5);
-  return fma(z * z, p, fma(-0.5, z, 1.0));
+""" + _horner(_COS_POLY) + r"""  return fma(z * z, p, fma(-0.5, z, 1.0));
 }
 // which: 0 sin, 1 cos, 2 tan
 IRG_D double irg_trig(double x, int which) {

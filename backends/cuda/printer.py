@@ -97,6 +97,20 @@ def stage_var_names(st: Stage) -> set:
     return names
 
 
+def use_counts(exprs, known) -> dict[int, int]:
+    """Uses of each expression node (by id) in ``exprs``: one per expression it roots and one per
+    argument slot of each distinct node that reads it. Nodes whose id is in ``known`` (already
+    bound to a name) are not entered. A node used more than once is worth binding to a local."""
+    seen = set(known)
+    counts: dict[int, int] = {}
+    for e in exprs:
+        counts[id(e)] = counts.get(id(e), 0) + 1
+        for x in walk_expr(e, seen):
+            for a in (x.args if isinstance(x, Op) else (x.index,) if isinstance(x, Load) else ()):
+                counts[id(a)] = counts.get(id(a), 0) + 1
+    return counts
+
+
 class _FnPrinter:
     def __init__(self, src: KernelSource, st: Stage, name: str):
         self.src = src
@@ -406,23 +420,11 @@ class _FnPrinter:
     def expr_stmt(self, exprs, ind: str, preset: dict | None = None) -> list[str]:
         """C text of ``exprs``; subexpressions they share are first bound to const locals."""
         vals: dict = dict(preset or {})
-        counts: dict = {}
-        for e in exprs:
-            self._count(e, counts, vals)
+        counts = use_counts(exprs, vals)
         out = []
         for e in exprs:
             out.append(self._expr(e, vals, counts, ind).text)
         return out
-
-    def _count(self, e, counts, vals) -> None:
-        stack = [e]
-        while stack:
-            x = stack.pop()
-            if isinstance(x, (Const, Var)) or id(x) in vals:
-                continue
-            counts[id(x)] = counts.get(id(x), 0) + 1
-            if counts[id(x)] == 1:
-                stack.extend(x.args if isinstance(x, Op) else [x.index])
 
     def _expr(self, e, vals, counts, ind) -> C:
         for x in walk_expr(e, set(k for k in vals)):

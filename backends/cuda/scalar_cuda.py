@@ -149,6 +149,19 @@ _UNARY_F = {"exp": "exp", "log": "log", "sqrt": "sqrt", "tanh": "tanh", "erf": "
             "cosh": "cosh", "asinh": "asinh", "acosh": "acosh", "atanh": "atanh", "floor": "floor",
             "ceil": "ceil", "round": "rint", "abs": "fabs"}
 _CMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
+# index arithmetic (non-negative, no overflow): infix in the index type
+_IX_INFIX = {"add": "+", "sub": "-", "mul": "*", "idx_div": "/", "idx_mod": "%"}
+# ops printed by one helper each, differing only in a symbol: op -> (CudaScalar method, symbol)
+_BY_SYMBOL = {
+    "add": ("_arith", "+"), "sub": ("_arith", "-"), "mul": ("_arith", "*"),
+    "min": ("_minmax", "min"), "max": ("_minmax", "max"),
+    "and": ("_logic", "&&"), "or": ("_logic", "||"), "xor": ("_logic", "!="),
+    "bit_and": ("_bits", "&"), "bit_or": ("_bits", "|"), "bit_xor": ("_bits", "^"),
+    "shl": ("_shift", "irg_shl"), "shr": ("_shift", "irg_shr"),
+    "isnan": ("_classify", "irg_isnan"), "isinf": ("_classify", "irg_isinf"),
+    # on data-derived integers (rare: indices computed from loaded values)
+    "idx_div": ("_infix", "/"), "idx_mod": ("_infix", "%"),
+}
 
 
 class CudaScalar:
@@ -183,7 +196,11 @@ class CudaScalar:
             # computed in the carrier type (float32 / int8 / uint8), then rounded or wrapped back
             res = self.op(op, [C(a.text, carrier(a.dtype), a.ix) for a in args], carrier(out), to)
             return C(narrow_round(res.text, out), out) if out in NARROW else C(res.text, out)
-        m = getattr(self, "op_" + op.rstrip("_"), None)
+        name = op.rstrip("_")
+        if name in _BY_SYMBOL:
+            method, sym = _BY_SYMBOL[name]
+            return C(getattr(self, method)(sym, args, out), out)
+        m = getattr(self, "op_" + name, None)
         if m is not None:
             return C(m(args, out), out)
         if op in _UNARY_F:
@@ -194,20 +211,10 @@ class CudaScalar:
 
     # ---- index arithmetic (non-negative, no overflow) ------------------------------------------
     def _ix_op(self, op: str, a: list) -> str:
-        if op == "add":
-            return f"({a[0]} + {a[1]})"
-        if op == "sub":
-            return f"({a[0]} - {a[1]})"
-        if op == "mul":
-            return f"({a[0]} * {a[1]})"
-        if op == "idx_div":
-            return f"({a[0]} / {a[1]})"
-        if op == "idx_mod":
-            return f"({a[0]} % {a[1]})"
-        if op == "min":
-            return f"({a[0]} < {a[1]} ? {a[0]} : {a[1]})"
-        if op == "max":
-            return f"({a[0]} > {a[1]} ? {a[0]} : {a[1]})"
+        if op in _IX_INFIX:
+            return f"({a[0]} {_IX_INFIX[op]} {a[1]})"
+        if op in ("min", "max"):
+            return f"({a[0]} {'<' if op == 'min' else '>'} {a[1]} ? {a[0]} : {a[1]})"
         if op == "neg":
             return f"(-{a[0]})"
         if op == "select":
@@ -229,14 +236,12 @@ class CudaScalar:
         if to in NARROW_FLOATS:  # through float32, as ml_dtypes converts
             return C(narrow_round(self.cast(x, dt.float32).text, to), to)
         rt = reg_type(to)
+        if to.is_bool:
+            return C(f"({t} != 0)", to)
         if x.ix:   # a pure index: a small non-negative-or-small integer
-            if to.is_bool:
-                return C(f"({t} != 0)", to)
             if to.is_float:
                 return C(self._round(f"(float)({t})", to) if to in _HALF else f"({rt})({t})", to)
             return C(f"({rt})({t})", to)
-        if to.is_bool:
-            return C(f"({t} != 0)", to)
         if src.is_bool:
             return C(f"({rt})({t} ? 1 : 0)", to)
         if src.is_int and to.is_int:
@@ -278,20 +283,15 @@ class CudaScalar:
             return f"({a.text} {'||' if sym == '+' else '&&' if sym == '*' else '!='} {b.text})"
         return self._int_bin(sym, a, b, out)
 
-    def op_add(self, args, out):
-        return self._arith("+", args, out)
-
-    def op_sub(self, args, out):
-        return self._arith("-", args, out)
-
-    def op_mul(self, args, out):
-        return self._arith("*", args, out)
+    def _template(self, fn: str, out: DType, *texts: str) -> str:
+        """A call of the prelude's integer template ``fn`` (division, powers, shifts)."""
+        return f"{fn}<{reg_type(out)}>({', '.join(texts)})"
 
     def op_div(self, args, out):
         a, b = args
         if out.is_float:
             return self._round(f"({a.text} / {b.text})", out)
-        return f"irg_idiv<{reg_type(out)}>({a.text}, {b.text})"
+        return self._template("irg_idiv", out, a.text, b.text)
 
     def op_neg(self, args, out):
         a = args[0]
@@ -303,24 +303,23 @@ class CudaScalar:
         a, b = args
         if out.is_float:
             return self._round(f"{self._fn('fmod', out)}({a.text}, {b.text})", out)
-        return f"irg_irem<{reg_type(out)}>({a.text}, {b.text})"
+        return self._template("irg_irem", out, a.text, b.text)
 
     def op_mod(self, args, out):
         a, b = args
         if out.is_float:
             cast = "double" if out is dt.float64 else "float"
             return self._round(f"irg_fmodpy(({cast})({a.text}), ({cast})({b.text}))", out)
-        return f"irg_imod<{reg_type(out)}>({a.text}, {b.text})"
+        return self._template("irg_imod", out, a.text, b.text)
 
     def op_pow(self, args, out):
         a, b = args
-        if out.is_float:
-            bt = b.text if b.dtype is out else self.cast(b, out).text
-            return self._round(f"{self._fn('pow', out)}({a.text}, {bt})", out)
         bt = b.text if b.dtype is out else self.cast(b, out).text
-        return f"irg_ipow<{reg_type(out)}>({a.text}, {bt})"
+        if out.is_float:
+            return self._round(f"{self._fn('pow', out)}({a.text}, {bt})", out)
+        return self._template("irg_ipow", out, a.text, bt)
 
-    def _minmax(self, args, out, which):
+    def _minmax(self, which, args, out):
         a, b = args
         if out.is_float:
             return f"irg_f{which}({a.text}, {b.text})"
@@ -328,12 +327,6 @@ class CudaScalar:
             return f"({a.text} {'&&' if which == 'min' else '||'} {b.text})"
         sym = "<" if which == "min" else ">"
         return f"({a.text} {sym} {b.text} ? {a.text} : {b.text})"
-
-    def op_min(self, args, out):
-        return self._minmax(args, out, "min")
-
-    def op_max(self, args, out):
-        return self._minmax(args, out, "max")
 
     def op_abs(self, args, out):
         a = args[0]
@@ -368,18 +361,14 @@ class CudaScalar:
         return self._round(f"{self._fn(_UNARY_F[op], out)}({a.text})", out)
 
     def _cmp(self, op, args):
-        a, b = args
-        return f"({a.text} {_CMP[op]} {b.text})"
+        return self._infix(_CMP[op], args, dt.bool_)
+
+    def _infix(self, sym, args, out):
+        return f"({args[0].text} {sym} {args[1].text})"
 
     # ---- logic and bits -------------------------------------------------------------------------
-    def op_and(self, args, out):
-        return f"({self._b(args[0])} && {self._b(args[1])})"
-
-    def op_or(self, args, out):
-        return f"({self._b(args[0])} || {self._b(args[1])})"
-
-    def op_xor(self, args, out):
-        return f"({self._b(args[0])} != {self._b(args[1])})"
+    def _logic(self, sym, args, out):
+        return f"({self._b(args[0])} {sym} {self._b(args[1])})"
 
     def op_not(self, args, out):
         return f"(!{self._b(args[0])})"
@@ -388,46 +377,23 @@ class CudaScalar:
         return v.text if v.dtype.is_bool else f"({v.text} != 0)"
 
     def _bits(self, sym, args, out):
-        if out.is_bool:
-            return f"({args[0].text} {sym} {args[1].text})"
+        if out.is_bool:   # xor of truth values is !=
+            return self._infix("!=" if sym == "^" else sym, args, out)
         return f"({reg_type(out)})(({args[0].text}) {sym} ({args[1].text}))"
-
-    def op_bit_and(self, args, out):
-        return self._bits("&", args, out)
-
-    def op_bit_or(self, args, out):
-        return self._bits("|", args, out)
-
-    def op_bit_xor(self, args, out):
-        return self._bits("^", args, out) if not out.is_bool else f"({args[0].text} != {args[1].text})"
 
     def op_bit_not(self, args, out):
         if out.is_bool:
             return f"(!{args[0].text})"
         return f"({reg_type(out)})(~({args[0].text}))"
 
-    def op_shl(self, args, out):
-        return f"irg_shl<{reg_type(out)}>({args[0].text}, (irg_i64)({args[1].text}))"
-
-    def op_shr(self, args, out):
-        return f"irg_shr<{reg_type(out)}>({args[0].text}, (irg_i64)({args[1].text}))"
+    def _shift(self, fn, args, out):
+        return self._template(fn, out, args[0].text, f"(irg_i64)({args[1].text})")
 
     def op_select(self, args, out):
         c, a, b = args
         return f"({self._b(c)} ? {a.text} : {b.text})"
 
-    def op_isnan(self, args, out):
+    def _classify(self, fn, args, out):
         a = args[0]
-        return f"irg_isnan((double)({a.text}))" if a.dtype.is_float else "false"
-
-    def op_isinf(self, args, out):
-        a = args[0]
-        return f"irg_isinf((double)({a.text}))" if a.dtype.is_float else "false"
-
-    # index ops on data-derived integers (rare: indices computed from loaded values)
-    def op_idx_div(self, args, out):
-        return f"({args[0].text} / {args[1].text})"
-
-    def op_idx_mod(self, args, out):
-        return f"({args[0].text} % {args[1].text})"
+        return f"{fn}((double)({a.text}))" if a.dtype.is_float else "false"
 

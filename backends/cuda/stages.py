@@ -16,6 +16,7 @@ stage follows from its shape:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,10 +47,7 @@ class Stage:
 
     @property
     def size(self) -> int:
-        n = 1
-        for d in self.pext:
-            n *= d
-        return n
+        return math.prod(self.pext)
 
 
 def plan_stages(body: list) -> list[Stage]:

@@ -23,17 +23,14 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-import numpy as np
 import onnx
-from onnx import helper, numpy_helper
 
 from irgraph.dtype import DType
 from irgraph.errors import IrgraphError
 from irgraph.graph import Graph, Node
 from irgraph.ops.registry import get_op
-from irgraph.version import __version__
 
-from .exporter import DOMAIN, DOMAIN_VERSION, _attr, _value_info
+from .exporter import DOMAIN, DOMAIN_VERSION, write_graph, write_model
 
 STD_OPSET = 21
 DEFAULT_MAX_OPSET = 23
@@ -315,24 +312,23 @@ def export_standard(graph: Graph, path: str | os.PathLike | None = None, *,
     g.remove_unused()
     leftover: set[str] = set()
     used = [STD_OPSET]
-    gp = _graph(g, True, leftover, opset, used)
+
+    def form(n: Node) -> tuple[str, dict, str]:
+        std = standard_form(n, opset)
+        if std is None:
+            leftover.add(n.op)
+            return n.op, n.attrs, DOMAIN
+        used.append(MIN_OPSET.get(n.op, STD_OPSET))
+        return std[0], std[1], ""
+
+    gp = write_graph(g, form, provenance=False)
     if leftover and strict:
         raise IrgraphError(f"no standard ONNX form for op(s) {', '.join(sorted(leftover))}",
                            hint="export with strict=False to write them in the ai.irgraph domain")
-    imports = [helper.make_opsetid("", max(used))]
+    opsets = {"": max(used)}
     if leftover:
-        imports.append(helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
-    model = helper.make_model(gp, producer_name="irgraph", producer_version=__version__,
-                              opset_imports=imports)
-    model.ir_version = 10
-    if path is not None:
-        from irgraph.fileio import atomic_write
-
-        def write(tmp):
-            with open(tmp, "wb") as f:
-                f.write(model.SerializeToString())
-        atomic_write(path, write)
-    return model
+        opsets[DOMAIN] = DOMAIN_VERSION
+    return write_model(gp, opsets, path)
 
 
 def exported_ops(model: onnx.ModelProto) -> dict[str, set[str]]:
@@ -341,40 +337,3 @@ def exported_ops(model: onnx.ModelProto) -> dict[str, set[str]]:
     for n in model.graph.node:
         out.setdefault(n.domain, set()).add(n.op_type)
     return out
-
-
-def _graph(graph: Graph, top: bool, leftover: set, opset: int, used: list) -> onnx.GraphProto:
-    def attr(name, value):
-        if isinstance(value, Graph):
-            return helper.make_attribute(name, _graph(value, False, leftover, opset, used))
-        return _attr(name, value)
-
-    nodes = []
-    for n in graph.nodes:
-        form = standard_form(n, opset)
-        if form is None:
-            leftover.add(n.op)
-            op_type, attrs, domain = n.op, n.attrs, DOMAIN
-        else:
-            (op_type, attrs), domain = form, ""
-            used.append(MIN_OPSET.get(n.op, STD_OPSET))
-        node = helper.make_node(op_type, ["" if v is None else v.name for v in n.inputs],
-                                [o.name for o in n.outputs], name=n.name, domain=domain)
-        node.attribute.extend(attr(k, v) for k, v in attrs.items() if v is not None)
-        nodes.append(node)
-    inits = []
-    for v in graph.constants.values():
-        try:
-            inits.append(numpy_helper.from_array(np.asarray(v.const), v.name))
-        except Exception as e:
-            raise IrgraphError(f"cannot export constant {v.name!r} ({v.type!r}): {e}") from None
-    out_names = graph.meta.get("output_names") if top else None
-    outputs, seen = [], set()
-    for i, v in enumerate(graph.outputs):
-        want = out_names[i] if out_names and i < len(out_names) else v.name
-        if want != v.name or want in seen or v.producer is None:
-            want = want if want not in seen and want != v.name else f"{v.name}_out{i}"
-            nodes.append(helper.make_node("Identity", [v.name], [want], name=f"output_{i}"))
-        seen.add(want)
-        outputs.append(_value_info(v, want))
-    return helper.make_graph(nodes, graph.name, [_value_info(v) for v in graph.inputs], outputs, inits)

@@ -8,6 +8,7 @@ that can be handled neither way are reported all at once before anything is conv
 from __future__ import annotations
 
 import itertools
+from collections import ChainMap
 from pathlib import Path
 
 import numpy as np
@@ -26,30 +27,16 @@ from .load import load_model, tensor_to_numpy
 _MISSING = object()
 SUPPORTED_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training", "ai.irgraph")
 
+# name -> Value visible in a graph: its own first, then the enclosing graphs' (subgraphs read
+# outer values directly); a subgraph's scope is ``outer.new_child()``
+Scope = ChainMap
+
 
 def import_model(model, *, base_dir=None) -> Graph:
     """Convert an ONNX model (path, bytes or ModelProto) into an irgraph Graph."""
     proto, bdir = load_model(model, base_dir)
     imp = Importer(proto, bdir)
     return imp.run()
-
-
-class _Scope:
-    def __init__(self, parent: "_Scope | None" = None):
-        self.vals: dict[str, Value] = {}
-        self.parent = parent
-
-    def get(self, name: str) -> Value | None:
-        s = self
-        while s is not None:
-            v = s.vals.get(name)
-            if v is not None:
-                return v
-            s = s.parent
-        return None
-
-    def has(self, name: str) -> bool:
-        return self.get(name) is not None
 
 
 class Importer:
@@ -109,10 +96,10 @@ class Importer:
                         self._collect_missing(sg, opsets, missing)
 
     # ---- graphs ------------------------------------------------------------------------
-    def convert_graph(self, gproto, parent: Graph | None, outer: _Scope | None, opsets,
+    def convert_graph(self, gproto, parent: Graph | None, outer: Scope | None, opsets,
                       input_types=None, top: bool = False) -> Graph:
         g = Graph(gproto.name or ("main" if top else "body"), parent=parent)
-        scope = _Scope(outer)
+        scope: Scope = outer.new_child() if outer is not None else Scope()
         for n in gproto.node:
             for o in n.output:
                 if o:
@@ -121,12 +108,12 @@ class Importer:
         for t in gproto.initializer:
             arr = tensor_to_numpy(t, self.base_dir, t.name)
             v = g.add_const(arr, t.name)
-            scope.vals[t.name] = v
+            scope[t.name] = v
             init_names.add(t.name)
         for t in gproto.sparse_initializer:
             arr = _sparse_to_numpy(t, self.base_dir)
             v = g.add_const(arr, t.values.name)
-            scope.vals[t.values.name] = v
+            scope[t.values.name] = v
             init_names.add(t.values.name)
         k = 0
         for vi in gproto.input:
@@ -137,7 +124,7 @@ class Importer:
             t = given if given is not None else value_info_type(vi, top=top)
             if t is None:
                 raise ModelImportError(f"graph input {vi.name!r} has no type", input=vi.name)
-            scope.vals[vi.name] = g.add_input(vi.name, t)
+            scope[vi.name] = g.add_input(vi.name, t)
         for n in _toposort(gproto, scope):
             self.convert_node(n, g, scope, opsets)
         outs = []
@@ -150,7 +137,7 @@ class Importer:
         g.meta["output_names"] = [vi.name for vi in gproto.output]
         return g
 
-    def convert_node(self, n: onnx.NodeProto, g: Graph, scope: _Scope, opsets) -> None:
+    def convert_node(self, n: onnx.NodeProto, g: Graph, scope: Scope, opsets) -> None:
         dom = n.domain if n.domain != "ai.onnx" else ""
         ver = opsets.get(dom)
         if (dom, n.op_type) in self.functions:
@@ -187,9 +174,9 @@ class Importer:
                     g.constants[name] = v
                 v.name = name
                 v.meta["onnx_named"] = True
-            scope.vals[name] = v
+            scope[name] = v
 
-    def inline_function(self, n, fproto, g: Graph, scope: _Scope, opsets) -> None:
+    def inline_function(self, n, fproto, g: Graph, scope: Scope, opsets) -> None:
         """Expand a call of a FunctionProto: bind formals, substitute attributes, rename locals."""
         uid = next(self._uid)
         prefix = f"{n.name or n.op_type}__{uid}__"
@@ -246,7 +233,7 @@ class Importer:
         for nn in body:
             self.convert_node(nn, g, scope, fops)
 
-    def _input_typeproto(self, scope: _Scope, name: str):
+    def _input_typeproto(self, scope: Scope, name: str):
         if not name:
             return onnx.TypeProto()
         v = scope.get(name)
@@ -258,7 +245,7 @@ class Importer:
 class ConvertCtx:
     """What a converter sees of one ONNX node, and how it builds core ops for it."""
 
-    def __init__(self, imp: Importer, node: onnx.NodeProto, g: Graph, scope: _Scope, opset: int, opsets):
+    def __init__(self, imp: Importer, node: onnx.NodeProto, g: Graph, scope: Scope, opset: int, opsets):
         self.imp = imp
         self.node = node
         self.g = g
@@ -466,7 +453,7 @@ def _schema_function(n: onnx.NodeProto, dom: str, ver: int | None, input_types=N
     return None
 
 
-def _toposort(gproto, scope: _Scope) -> list:
+def _toposort(gproto, scope: Scope) -> list:
     """Nodes in dependency order; a cycle or an input nobody produces is a clear error."""
     produced = {}
     for i, n in enumerate(gproto.node):
@@ -484,7 +471,7 @@ def _toposort(gproto, scope: _Scope) -> list:
                 continue
             if x in produced:
                 d.add(produced[x])
-            elif not scope.has(x):
+            elif x not in scope:
                 raise ModelImportError(f"input {x!r} is not produced by any node, graph input or initializer",
                                        node=n.name or n.op_type, op=n.op_type, input=x)
         deps.append(d)
