@@ -12,18 +12,10 @@ for _p in (_HERE, os.path.join(_HERE, "frontends", "onnx")):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-
-def _have_gpu() -> bool:
-    try:
-        import pycuda.driver as drv  # type: ignore
-        drv.init()
-        return drv.Device.count() > 0
-    except Exception:
-        return False
-
+from cuda_device import have_gpu  # noqa: E402
 
 def pytest_collection_modifyitems(config, items):
-    if any("gpu" in it.keywords for it in items) and not _have_gpu():
+    if any("gpu" in it.keywords for it in items) and not have_gpu():
         skip = pytest.mark.skip(reason="needs a CUDA device (pycuda found none)")
         for it in items:
             if "gpu" in it.keywords:

@@ -29,6 +29,7 @@ from irgraph.ops.registry import get_op
 
 from ..kernel_ir import LoweringError
 from ..lower import KernelPlan, lower_node
+from ..served import ServedTable
 from .codegen import ModuleGen, compile_module
 from .pointers import data_ptr
 
@@ -68,12 +69,14 @@ class CpuReport:
     def native_count(self) -> int:
         return len(self.kernels)
 
+    def headline(self) -> str:
+        return (f"cpu: {len(self.kernels)} native kernels, {len(self.fallback)} fallback nodes "
+                f"(numpy reference), {self.folded} folded, {self.aliases} views; arena "
+                f"{self.arena_bytes} bytes ({self.memory_plan} plan)")
+
     def __str__(self) -> str:
-        lines = [f"cpu: {len(self.kernels)} native kernels, {len(self.fallback)} fallback nodes "
-                 f"(numpy reference), {self.folded} folded, {self.aliases} views; arena "
-                 f"{self.arena_bytes} bytes ({self.memory_plan} plan)"]
-        for f in self.fallback:
-            lines.append(f"  fallback {f['node']} ({f['op']}): {f['reason']}")
+        lines = [self.headline()]
+        lines.extend(f"  fallback {f['node']} ({f['op']}): {f['reason']}" for f in self.fallback)
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)
 
@@ -530,25 +533,11 @@ def first_fit(intervals) -> tuple[list, int]:
 # Loading a saved model rebuilds its Programs from the stored graph; the object code stored with
 # it is used for a module whose LLVM IR hashes to the same sha256 (same IR -> same machine code
 # on this host), so loading skips O3 and code generation. Anything else compiles as usual.
-_artifact_objects = threading.local()
 
 
-class use_objects:
-    """``with use_objects({ir_sha256: object_bytes}):`` Programs built inside use these objects;
-    ``.used`` lists the hashes served."""
-
-    def __init__(self, objects: dict):
-        self.objects = dict(objects)
-        self.used: list = []
-
-    def __enter__(self):
-        self._prev = getattr(_artifact_objects, "current", None)
-        _artifact_objects.current = self
-        return self
-
-    def __exit__(self, *exc):
-        _artifact_objects.current = self._prev
-        return False
+class use_objects(ServedTable):
+    """``with use_objects({ir_sha256: object_bytes}):`` Programs built inside load these objects
+    instead of compiling (see ``backends/served.py``); ``.used`` lists the hashes served."""
 
 
 def module_sha256(ir_text: str) -> str:
@@ -557,15 +546,11 @@ def module_sha256(ir_text: str) -> str:
 
 
 def _compile_module(mg: ModuleGen):
-    cur = getattr(_artifact_objects, "current", None)
-    if cur is not None and cur.objects:
-        h = module_sha256(str(mg.module))
-        obj = cur.objects.get(h)
+    if use_objects.active():
+        obj = use_objects.take(module_sha256(str(mg.module)))
         if obj is not None:
             from . import llvm_target, threads
             if mg.uses_threads:
                 threads.ensure_pool()
-            lib = llvm_target.load_object(obj)
-            cur.used.append(h)
-            return lib
+            return llvm_target.load_object(obj)
     return compile_module(mg)

@@ -164,11 +164,15 @@ class CpuRunner:
                          f"{', '.join(self.graph.inputs[i].name for i in values)}"] + notes
             if dims:
                 notes = [f"specialized for {dims}"] + notes
-            p = Program(g, num_threads=self.num_threads, fallback=self.fallback, notes=notes)
+            p = self._build(g, notes)
             self.programs[key] = p
             while len(self.programs) > MAX_PROGRAMS:
                 self.programs.popitem(last=False)
             return p
+
+    def _build(self, g: Graph, notes: list) -> Program:
+        """The program of one specialized, optimized graph (the CUDA runners build theirs)."""
+        return Program(g, num_threads=self.num_threads, fallback=self.fallback, notes=notes)
 
     def prepare(self, dims: dict) -> bool:
         """Compile (and keep) the program for these sizes of the symbols without running it;

@@ -45,15 +45,11 @@ class CudaReport(CpuReport):
     launches: int = 0
     stages: dict = field(default_factory=dict)   # schedule kind -> count
 
-    def __str__(self) -> str:
+    def headline(self) -> str:
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.stages.items()))
-        lines = [f"cuda: {len(self.kernels)} kernels in {self.launches} launches ({kinds}), "
-                 f"{len(self.fallback)} fallback nodes, {self.folded} folded, {self.aliases} views; "
-                 f"arena {self.arena_bytes} bytes ({self.memory_plan} plan)"]
-        for f in self.fallback:
-            lines.append(f"  fallback {f['node']} ({f['op']}): {f['reason']}")
-        lines.extend(f"  note: {n}" for n in self.notes)
-        return "\n".join(lines)
+        return (f"cuda: {len(self.kernels)} kernels in {self.launches} launches ({kinds}), "
+                f"{len(self.fallback)} fallback nodes, {self.folded} folded, {self.aliases} views; "
+                f"arena {self.arena_bytes} bytes ({self.memory_plan} plan)")
 
 
 class CudaProgram(Program):

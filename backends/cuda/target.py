@@ -20,13 +20,12 @@ cuda-emulator: ``schedule``, ``seed``, ``sanitize``.
 """
 from __future__ import annotations
 
-import threading
-
 from irgraph.errors import CompileError
 from irgraph.graph import Graph
 from irgraph.targets import register_target
 
-from ..cpu.target import CpuRunner, MAX_PROGRAMS, _optimize, _replan, specialize
+from ..served import ServedTable
+from ..cpu.target import CpuRunner
 from . import nvcc
 from .emulator import ORDERS
 from .program import CudaProgram
@@ -35,25 +34,10 @@ COMMON = ("opt_level", "fallback", "check_types")
 OPTIONS = {"cuda": COMMON + ("arch", "device", "graphs"),
            "cuda-emulator": COMMON + ("schedule", "seed", "sanitize")}
 
-_binaries = threading.local()
-
-
-class use_binaries:
+class use_binaries(ServedTable):
     """``with use_binaries({source_sha256: Binaries}):`` cuda programs built inside take their
-    cubins/PTX from here instead of running nvcc (artifacts); ``.used`` lists the hashes served."""
-
-    def __init__(self, table: dict):
-        self.table = dict(table)
-        self.used: list = []
-
-    def __enter__(self):
-        self._prev = getattr(_binaries, "current", None)
-        _binaries.current = self
-        return self
-
-    def __exit__(self, *exc):
-        _binaries.current = self._prev
-        return False
+    cubins/PTX from here instead of running nvcc (artifacts; see ``backends/served.py``);
+    ``.used`` lists the hashes served."""
 
 
 class CudaExecutable:
@@ -63,13 +47,8 @@ class CudaExecutable:
         self.program = program
         self.graphs = graphs
         self.report = program.report
-        cur = getattr(_binaries, "current", None)
-        hit = cur.table.get(program.source_sha256) if cur is not None else None
-        if hit is not None and set(archs) <= set(hit.cubins):
-            self.binaries = hit
-            cur.used.append(program.source_sha256)
-        else:
-            self.binaries = nvcc.compile_source(program.source, archs)
+        hit = use_binaries.take(program.source_sha256, accept=lambda b: set(archs) <= set(b.cubins))
+        self.binaries = hit if hit is not None else nvcc.compile_source(program.source, archs)
         self.device = device
         self._session = None
 
@@ -133,34 +112,14 @@ class CudaRunner(CpuRunner):
             except CompileError:
                 pass   # shapes that need input values compile on the first call instead
 
-    def _program(self, dims: dict, values: dict):
-        key = (tuple(sorted(dims.items())),
-               tuple((i, str(a.dtype), a.shape, a.tobytes()) for i, a in sorted(values.items())))
-        with self._lock:
-            p = self.programs.get(key)
-            if p is not None:
-                self.programs.move_to_end(key)
-                return p
-            g = specialize(self.graph, dims, values)
-            g, notes = _optimize(g, self.opt_level)
-            if (dims or values) and self.opt_level == 0 and "memory_plan" in g.meta:
-                g, note = _replan(g)
-                notes += note
-            if dims:
-                notes = [f"specialized for {dims}"] + notes
-            prefix = f"{self.options.get('prefix', 'irg')}{len(self.programs)}_"
-            prog = CudaProgram(g, fallback=self.fallback, prefix=prefix, notes=notes)
-            if self.target == "plan":
-                p = PlannedExecutable(prog)
-            elif self.target == "cuda":
-                p = CudaExecutable(prog, self.options["arch"], self.options["device"], self.options["graphs"])
-            else:
-                p = EmulatedExecutable(prog, self.options["schedule"], self.options["seed"],
-                                       self.options["sanitize"])
-            self.programs[key] = p
-            while len(self.programs) > MAX_PROGRAMS:
-                self.programs.popitem(last=False)
-            return p
+    def _build(self, g: Graph, notes: list):
+        prefix = f"{self.options.get('prefix', 'irg')}{len(self.programs)}_"
+        prog = CudaProgram(g, fallback=self.fallback, prefix=prefix, notes=notes)
+        if self.target == "plan":
+            return PlannedExecutable(prog)
+        if self.target == "cuda":
+            return CudaExecutable(prog, self.options["arch"], self.options["device"], self.options["graphs"])
+        return EmulatedExecutable(prog, self.options["schedule"], self.options["seed"], self.options["sanitize"])
 
 
 class ProgramPlanner(CudaRunner):

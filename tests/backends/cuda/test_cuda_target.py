@@ -17,21 +17,13 @@ if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
 import models  # noqa: E402
+from cuda_device import have_gpu  # noqa: E402
 
 import irgraph  # noqa: E402
 from irgraph.backends.cuda import nvcc  # noqa: E402
 from irgraph.errors import CompileError, ExecutionError, IrgraphError  # noqa: E402
 
 needs_nvcc = pytest.mark.skipif(nvcc.nvcc_path() is None, reason="nvcc (CUDA toolkit) is not installed")
-
-
-def _have_gpu() -> bool:
-    try:
-        import pycuda.driver as drv  # type: ignore
-        drv.init()
-        return drv.Device.count() > 0
-    except Exception:
-        return False
 
 
 def _small():
@@ -49,7 +41,7 @@ def test_cuda_target_compiles_for_the_plan_dims_without_a_gpu():
 
 
 @needs_nvcc
-@pytest.mark.skipif(_have_gpu(), reason="this machine has a GPU: the run succeeds")
+@pytest.mark.skipif(have_gpu(), reason="this machine has a GPU: the run succeeds")
 def test_running_without_a_device_is_one_clear_line():
     cm = irgraph.compile(_small(), target="cuda")
     with pytest.raises(ExecutionError) as e:
