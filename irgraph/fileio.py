@@ -32,17 +32,22 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         raise
 
 
-def write_text(path: str | os.PathLike, text: str, *, fsync: bool = False) -> None:
-    """Write ``text`` to ``path`` atomically. ``fsync``: flush it to disk before the rename, so
+def write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically. ``fsync``: flush it to disk before the rename, so
     that after a crash the file is either the old one or the complete new one (an index file
     that names other files needs this; a report the user can write again does not)."""
     def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(data)
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
     atomic_write(path, write)
+
+
+def write_text(path: str | os.PathLike, text: str, *, fsync: bool = False) -> None:
+    """``write_bytes`` of ``text`` in UTF-8."""
+    write_bytes(path, text.encode("utf-8"), fsync=fsync)
 
 
 def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:

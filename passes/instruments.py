@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from irgraph.fileio import atomic_write
+from irgraph.fileio import write_text
 
 
 class Instrument:
@@ -38,12 +38,7 @@ class DumpIR(Instrument):
             return
         base = os.path.join(self.folder, f"{self.count:02d}_{pass_.name}")
         if "text" in self.formats:
-            text = str(graph)
-
-            def write(tmp, text=text):
-                with open(tmp, "w") as f:
-                    f.write(text + "\n")
-            atomic_write(base + ".txt", write)
+            write_text(base + ".txt", str(graph) + "\n")
             self.written.append(base + ".txt")
         if "onnx" in self.formats:
             # the exporter lives in a frontend; passes may not import it at module level

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from irgraph.errors import CompileError
-from irgraph.fileio import atomic_write
+from irgraph.fileio import write_bytes
 from irgraph.version import __version__
 
 from . import llvm_target
@@ -110,14 +110,9 @@ class ObjectCache:
     def put(self, key: str, obj: bytes) -> bool:
         """Store ``obj``; False (and no exception) when the cache folder cannot be written."""
         p = self.path(key)
-        blob = _encode(bytes(obj))
-
-        def write(tmp: str) -> None:
-            with open(tmp, "wb") as f:
-                f.write(blob)
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(p, write)
+            write_bytes(p, _encode(bytes(obj)))
         except OSError:
             return False   # a read-only or full cache must not stop compilation
         return True

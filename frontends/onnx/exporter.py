@@ -48,12 +48,8 @@ def write_model(graph: onnx.GraphProto, opsets: dict[str, int],
         opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
     model.ir_version = 10
     if path is not None:
-        from irgraph.fileio import atomic_write
-
-        def write(tmp):
-            with open(tmp, "wb") as f:
-                f.write(model.SerializeToString())
-        atomic_write(path, write)
+        from irgraph.fileio import write_bytes
+        write_bytes(path, model.SerializeToString())
     return model
 
 
