@@ -8,6 +8,7 @@ from .registry import Attr, OpDef, InferCtx, register, get_op, has_op, all_ops  
 # one module per op family; order does not matter
 from . import (  # noqa: F401,E402
     elementwise,
+    cast,
     reduction,
     normalization,
     linalg,

@@ -16,6 +16,7 @@ from ..types import is_static_dim
 from .attention_grad import (attention_grad, linear_attention_decompose, rotary_grad,
                              swiglu_grad)
 from .declare import FLOAT_TYPES
+from .evaluate import known_value
 from .registry import Attr, OpDef, register
 from .shapes import broadcast_shapes, out
 
@@ -284,7 +285,7 @@ def _decomposed_bias(g, q, mask, nonpad, past: int, t: int, attrs):
     b, _, sq, _ = q.type.shape
     causal = attrs.get("is_causal", False)
     left, right = attrs.get("left_window", -1), attrs.get("right_window", -1)
-    mconst = None if mask is None else (mask.const if mask.const is not None else mask.meta.get("value"))
+    mconst = known_value(mask)
     if nonpad is None and (mask is None or mconst is not None):
         return g.add_const(attention_bias(qdt, sq, t, b, mconst, past if past else None, None,
                                           causal, left, right), "attention_bias")

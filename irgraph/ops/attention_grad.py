@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from ..types import is_static_dim
+from .grad import add_grads
 
 
 class _Emit:
@@ -32,15 +33,6 @@ class _Emit:
 
 def _slice(ctx, x, start: int, end: int, axis: int):
     return ctx.op("slice", [x, ctx.i64([start]), ctx.i64([end]), ctx.i64([axis])])
-
-
-def _add(ctx, a, b):
-    """a + b where either may be None (a zero gradient)."""
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return ctx.op("add", [a, b])
 
 
 def _tr(ctx, x):
@@ -106,7 +98,7 @@ def attention_grad(ctx):
             dvp = ctx.op("matmul", [_tr(ctx, grouped(probs_q, sq, t)), dyg])
             dp = ungrouped(ctx.op("matmul", [dyg, _tr(ctx, pres_v)]), sq, t)
         if dy_qk is not None and mode == 3:
-            dp = _add(ctx, dp, dy_qk)
+            dp = add_grads(ctx, dp, dy_qk)
         dscores = None
         if dp is not None:
             dps = ctx.op("cast", [dp], {"to": sp}) if cast_sp else dp
@@ -114,8 +106,8 @@ def attention_grad(ctx):
             ds = ctx.op("mul", [probs, ctx.op("sub", [dps, row])])
             dscores = ctx.op("cast", [ds], {"to": q.dtype}) if cast_sp else ds
         if dy_qk is not None and mode == 2:
-            dscores = _add(ctx, dscores, dy_qk)
-        dqk = _add(ctx, dscores, dy_qk if dy_qk is not None and mode in (0, 1) else None)
+            dscores = add_grads(ctx, dscores, dy_qk)
+        dqk = add_grads(ctx, dscores, dy_qk if dy_qk is not None and mode in (0, 1) else None)
         if dqk is not None:
             if th is not None:   # d(c tanh(x / c)) = 1 - tanh^2
                 one = ctx.const(1.0, like=q)
@@ -128,9 +120,9 @@ def attention_grad(ctx):
             dm = dscores if mask.shape[-1] == t else _slice(ctx, dscores, 0, mask.shape[-1], 3)
             dmask = ctx.sum_to(dm, mask)
     if nout > 1 and ctx.has_dy(1):
-        dkp = _add(ctx, dkp, ctx.dy(1))
+        dkp = add_grads(ctx, dkp, ctx.dy(1))
     if nout > 2 and ctx.has_dy(2):
-        dvp = _add(ctx, dvp, ctx.dy(2))
+        dvp = add_grads(ctx, dvp, ctx.dy(2))
     dk, dpk = _split_past(ctx, dkp, past, t)
     dv, dpv = _split_past(ctx, dvp, past, t)
     return [dq, dk, dv, dmask, dpk, dpv, None][:len(ctx.inputs)]

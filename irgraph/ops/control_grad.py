@@ -20,6 +20,7 @@ import numpy as np
 
 from ..graph import Graph, Value
 from ..types import is_static_dim
+from .evaluate import known_value
 from .grad import is_float
 
 
@@ -36,9 +37,8 @@ def _engine(ctx):
 
 
 def _known(v):
-    if v is None:
-        return None
-    k = v.const if v.const is not None else v.meta.get("value")
+    """``v``'s compile-time value as an array, else None."""
+    k = known_value(v)
     return None if k is None else np.asarray(k)
 
 

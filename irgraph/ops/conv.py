@@ -11,8 +11,6 @@ import numpy as np
 
 from ..types import is_static_dim
 from .conv_grad import causal_conv_grad, conv_grad, conv_transpose_grad, deform_conv_grad
-# the pools' gradient rules import these from here
-from .conv_grad import conv_input_grad, grad_raiser, spatial_sizes  # noqa: F401
 from .declare import FLOAT_TYPES, INT_TYPES
 from .registry import Attr, OpDef, register
 from .shapes import out

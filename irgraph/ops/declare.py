@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import dtype as dt
 from ..dtype import DType
-from .registry import Attr, OpDef, register
+from .registry import OpDef, register
 from .scalar import NumpyScalar
 from .shapes import broadcast_shapes, out
 

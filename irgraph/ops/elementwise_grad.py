@@ -1,5 +1,5 @@
 """Gradient rules of the elementwise ops (``elementwise.py``), and the helpers other families'
-rules build with (``GradOps``, ``known_value``).
+rules build with (``GradOps``).
 
 A rule gets a GradCtx (irgraph/ops/grad.py) and returns one gradient per input, built from
 registry ops. Subgradients at kinks follow PyTorch: relu'(0) = 0, abs'(0) = 0, the slope of
@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from .evaluate import known_value
 from .grad import is_float
 
 
@@ -140,13 +141,6 @@ def where_grad(ctx):
 def cast_grad(ctx):
     x = ctx.inputs[0]
     return [ctx.cast_like(ctx.dy(), x) if _needs(ctx, 0) else None]
-
-
-def known_value(v):
-    """The value of ``v`` when it is known at compile time, else None."""
-    if v is None:
-        return None
-    return v.const if v.const is not None else v.meta.get("value")
 
 
 def dropout_grad(ctx):

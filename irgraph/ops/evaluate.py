@@ -15,6 +15,8 @@ MAX_KNOWN_ELEMENTS = 4096
 
 
 def known_value(v: Value | None):
+    """The value of ``v`` when it is known at compile time (a constant, or one inference worked
+    out into ``meta["value"]``), else None."""
     if v is None:
         return None
     if v.const is not None:

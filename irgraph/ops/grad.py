@@ -38,6 +38,15 @@ def is_float(v: Value | None) -> bool:
     return v is not None and v.type is not None and v.dtype.name in FLOAT_DTYPES
 
 
+def add_grads(ctx, a: Value | None, b: Value | None) -> Value | None:
+    """``a + b`` where either gradient may be None (zero)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return ctx.op("add", [a, b])
+
+
 class GradCtx:
     """One forward node, the gradients flowing into its outputs, and ops to build its backward."""
 

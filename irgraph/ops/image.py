@@ -72,6 +72,31 @@ def _resize_plan(shape, axes, scales, sizes, policy):
     return [(ax, s, int(math.floor(s * shape[ax]))) for ax, s in zip(axes, scales)]
 
 
+def resize_geometry(shape, attrs: dict, roi, scales, sizes) -> tuple[list, list]:
+    """``(plan, rois)`` of a resize of static ``shape`` with known roi/scales/sizes (None or
+    empty when absent): plan as ``_resize_plan``, rois one (start, end) per resized axis, (0, 1)
+    unless tf_crop_and_resize has a roi. The reference, the gradient and backends share it."""
+    rank = len(shape)
+    given = attrs["axes"] if attrs["axes"] is not None else range(rank)
+    axes = [ax + rank if ax < 0 else ax for ax in given]
+    if _given(sizes):
+        plan = _resize_plan(shape, axes, None, sizes, attrs["keep_aspect_ratio_policy"])
+    else:
+        plan = _resize_plan(shape, axes, scales, None, "stretch")
+    rois = [(0.0, 1.0)] * len(axes)
+    if attrs["coordinate_transformation_mode"] == "tf_crop_and_resize" and _given(roi):
+        r = np.asarray(roi, dtype=np.float64).ravel()
+        k = len(axes)
+        rois = [(r[i], r[k + i]) for i in range(k)]
+    return plan, rois
+
+
+def resize_keeps_axis(ctm: str, scale: float, m: int, length: int, roi_ax) -> bool:
+    """Whether resizing an axis of ``length`` to ``m`` is the identity (scale 1, whole roi)."""
+    return math.isclose(scale, 1.0) and m == length and (
+        ctm != "tf_crop_and_resize" or (math.isclose(roi_ax[0], 0.0) and math.isclose(roi_ax[1], 1.0)))
+
+
 def _resize_infer(ctx):
     x = check_dtype(ctx, 0, _RESIZE_DTYPES, "data")
     a = ctx.attrs
@@ -213,25 +238,14 @@ def _interp_taps(x, length, mode, scale, cubic_a, antialias, exclude_outside):
 def _resize_ref(ins, a):
     ins = list(ins) + [None] * (4 - len(ins))
     x, roi, scales, sizes = ins[:4]
-    rank = x.ndim
-    axes = [ax + rank if ax < 0 else ax for ax in (a["axes"] if a["axes"] is not None else range(rank))]
-    if _given(sizes):
-        plan = _resize_plan(x.shape, axes, None, sizes, a["keep_aspect_ratio_policy"])
-    else:
-        plan = _resize_plan(x.shape, axes, scales, None, "stretch")
+    plan, rois = resize_geometry(x.shape, a, roi, scales, sizes)
     ctm = a["coordinate_transformation_mode"]
-    rois = [(0.0, 1.0)] * len(axes)
-    if ctm == "tf_crop_and_resize" and _given(roi):
-        roi = np.asarray(roi, dtype=np.float64).ravel()
-        k = len(axes)
-        rois = [(roi[i], roi[k + i]) for i in range(k)]
     mode = a["mode"]
     y = x if mode == "nearest" else x.astype(np.float64)
     for (ax, scale, m), roi_ax in zip(plan, rois):
         length = y.shape[ax]
-        if math.isclose(scale, 1.0) and m == length and (
-                ctm != "tf_crop_and_resize" or (math.isclose(roi_ax[0], 0.0) and math.isclose(roi_ax[1], 1.0))):
-            continue  # identity along this axis
+        if resize_keeps_axis(ctm, scale, m, length, roi_ax):
+            continue
         if m == 0 or length == 0:
             shape = list(y.shape)
             shape[ax] = m

@@ -17,12 +17,7 @@ import math
 
 import numpy as np
 
-
-def _known(v):
-    if v is None:
-        return None
-    return v.const if v.const is not None else v.meta.get("value")
-
+from .evaluate import known_value
 
 def _along(ctx, g, m: np.ndarray, axis: int):
     """sum_i g[..., i, ...] * m[i, k] along ``axis`` (m is (len of g's axis, new len))."""
@@ -44,29 +39,19 @@ def resize_grad(ctx):
     x = ctx.inputs[0]
     ins = list(ctx.inputs) + [None] * (4 - len(ctx.inputs))
     a = ctx.attrs
-    roi, scales, sizes = (_known(v) for v in ins[1:4])
+    roi, scales, sizes = (known_value(v) for v in ins[1:4])
     if x.shape is None or not x.type.is_static or (ins[3] is not None and sizes is None) or (
             ins[2] is not None and sizes is None and scales is None):
         raise ctx.fail("the resize gradient needs a static input shape and compile-time scales or sizes",
                        actual=str(x.type))
-    rank = len(x.shape)
-    axes = [ax + rank if ax < 0 else ax for ax in (a["axes"] if a["axes"] is not None else range(rank))]
-    if im._given(sizes):
-        plan = im._resize_plan(x.shape, axes, None, sizes, a["keep_aspect_ratio_policy"])
-    else:
-        plan = im._resize_plan(x.shape, axes, scales, None, "stretch")
+    plan, rois = im.resize_geometry(x.shape, a, roi, scales, sizes)
     ctm = a["coordinate_transformation_mode"]
-    rois = [(0.0, 1.0)] * len(axes)
-    if ctm == "tf_crop_and_resize" and im._given(roi):
-        rv = np.asarray(roi, dtype=np.float64).ravel()
-        rois = [(rv[i], rv[len(axes) + i]) for i in range(len(axes))]
-    elif ctm == "tf_crop_and_resize" and ins[1] is not None:
+    if ctm == "tf_crop_and_resize" and not im._given(roi) and ins[1] is not None:
         raise ctx.fail("the resize gradient needs a compile-time roi")
     g = ctx.dy()
     for (ax, scale, m), roi_ax in zip(plan, rois):
         length = x.shape[ax]
-        if math.isclose(scale, 1.0) and m == length and (
-                ctm != "tf_crop_and_resize" or (math.isclose(roi_ax[0], 0.0) and math.isclose(roi_ax[1], 1.0))):
+        if im.resize_keeps_axis(ctm, scale, m, length, roi_ax):
             continue
         mat = np.zeros((m, length))
         if m and length:
@@ -89,7 +74,7 @@ def resize_grad(ctx):
 def affine_grid_grad(ctx):
     from . import image as im
     theta, size = ctx.inputs
-    dims = _known(size)
+    dims = known_value(size)
     if dims is None:
         raise ctx.fail("the affine_grid gradient needs a compile-time size")
     dims = [int(d) for d in np.asarray(dims).ravel()[2:]]
@@ -287,7 +272,7 @@ def roi_align_grad(ctx):
     if ratio > 0:
         gy = gx = np.full(nr, ratio)
     else:
-        known = _known(rois)
+        known = known_value(rois)
         if known is None:
             raise ctx.fail("the roi_align gradient with sampling_ratio 0 needs compile-time rois "
                            "(the number of samples depends on each roi's size)")

@@ -13,7 +13,7 @@ import numpy as np
 from .. import dtype as dt
 from ..errors import ExecutionError
 from ..types import is_static_dim
-from .elementwise import GradOps
+from .elementwise_grad import GradOps
 from .registry import Attr, OpDef, register
 from .shapes import normalize_axis, out, shape_numel
 

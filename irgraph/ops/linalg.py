@@ -8,7 +8,7 @@ import numpy as np
 from .. import dtype as dt
 from ..types import is_static_dim
 from .declare import FLOAT_TYPES, INT_TYPES
-from .elementwise import GradOps
+from .elementwise_grad import GradOps
 from .grad import is_float
 from .registry import Attr, OpDef, register
 from .shapes import broadcast_shapes, out, same_dtype

@@ -12,7 +12,8 @@ import numpy as np
 from .. import dtype as dt
 from ..errors import ShapeError
 from ..types import is_static_dim
-from .elementwise import GradOps, known_value
+from .elementwise_grad import GradOps
+from .evaluate import known_value
 from .registry import Attr, OpDef, register
 from .shapes import dims_product, broadcast_shapes, normalize_axes, normalize_axis, out
 

@@ -11,8 +11,9 @@ import numpy as np
 from .. import dtype as dt
 from ..errors import ShapeError
 from ..types import is_static_dim
-from .conv import conv_input_grad, grad_raiser, spatial_sizes
+from .conv_grad import conv_input_grad, grad_raiser, spatial_sizes
 from .declare import FLOAT_TYPES, INT_TYPES
+from .evaluate import known_value
 from .registry import Attr, OpDef, register
 from .shapes import out
 from .windows import (WindowPlan, acc_dtype, check_input, check_rank, padded, per_axis, raiser,
@@ -424,13 +425,6 @@ def _max_unpool_ref(ins, a):
     return y.reshape(shape)
 
 
-def _known(v):
-    """A Value's compile-time value (a constant or one inference worked out), else None."""
-    if v is None:
-        return None
-    return v.const if v.const is not None else v.meta.get("value")
-
-
 def _max_unpool_grad(ctx):
     """Each x element went to one flat position of the default canvas: its gradient is dy read
     back there. Repeated indices (overlapping pools can share a maximum) kept the last write, as
@@ -440,7 +434,7 @@ def _max_unpool_grad(ctx):
     default = [x.shape[0], x.shape[1]] + list(_unpool_default(sizes, ctx.attrs, grad_raiser(ctx)))
     dy = ctx.dy(0)
     if len(ctx.inputs) > 2 and ctx.inputs[2] is not None:
-        shape = _known(ctx.inputs[2])
+        shape = known_value(ctx.inputs[2])
         if shape is None:
             raise ctx.fail("the gradient of max_unpool needs output_shape known at compile time",
                            input=ctx.inputs[2].name)

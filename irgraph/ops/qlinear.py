@@ -27,7 +27,7 @@ import numpy as np
 from .. import dtype as dt
 from ..dtype import DType
 from ..types import is_static_dim
-from .quant import INT8_TYPES, conv_geometry, conv_nd, int_range
+from .quant import INT8_TYPES, check_conv_operands, conv_nd, conv_output_shape, int_range
 from .registry import Attr, OpDef, get_op, register
 from .shapes import out
 
@@ -125,23 +125,8 @@ def _quant_conv_infer(ctx):
     odt = _check_common(ctx, m)
     if x.shape is None or w.shape is None:
         return [out(None, odt)]
-    if len(x.shape) < 3 or len(w.shape) != len(x.shape):
-        ctx.fail("conv needs x (N, C, D1, ...) and w (M, C/group, k1, ...) of the same rank >= 3",
-                 input=2, expected=f"rank {len(x.shape)}", actual=w.shape)
-    g = ctx.attrs["group"]
-    c, cw = x.shape[1], w.shape[1]
-    if g < 1 or (is_static_dim(m) and m % g):
-        ctx.fail(f"output channels {m} are not a multiple of group {g}", input=2)
-    if is_static_dim(c) and is_static_dim(cw) and c != cw * g:
-        ctx.fail(f"input channels {c} != weight channels {cw} x group {g}", input=2, actual=w.shape)
-    try:
-        outs, *_ = conv_geometry(x.shape[2:], w.shape[2:], ctx.attrs)
-    except ValueError as e:
-        ctx.fail(str(e))
-    for i, o in enumerate(outs):
-        if o is not None and o <= 0:
-            ctx.fail(f"the kernel does not fit spatial axis {i}: output size {o}", input=0, actual=x.shape)
-    return [out((x.shape[0], m) + tuple(ctx.fresh("conv") if o is None else o for o in outs), odt)]
+    check_conv_operands(ctx, x, w, 2)
+    return [out(conv_output_shape(ctx, x, w), odt)]
 
 
 # ---- reference ---------------------------------------------------------------------------------------

@@ -353,28 +353,26 @@ def conv_geometry(in_spatial, kernel, a):
     return outs, pb, pe, strides, dil
 
 
-def _conv_integer_infer(ctx):
-    x, w = _int8_operands(ctx, "x", "w")
-    if x.shape is None or w.shape is None:
-        return [out(None if x.shape is None else (x.shape[0], ctx.fresh("c")) + tuple(
-            ctx.fresh("conv") for _ in x.shape[2:]), dt.int32)]
+def check_conv_operands(ctx, x, w, w_input: int) -> None:
+    """Ranks, group and channels of a conv of x (N, C, D1, ...) by w (M, C/group, k1, ...), w
+    being input ``w_input``; both ranks known."""
     if len(x.shape) < 3 or len(w.shape) != len(x.shape):
         ctx.fail("conv needs x (N, C, D1, ...) and w (M, C/group, k1, ...) of the same rank >= 3",
-                 input=1, expected=f"rank {len(x.shape)}", actual=w.shape)
+                 input=w_input, expected=f"rank {len(x.shape)}", actual=w.shape)
     g = ctx.attrs["group"]
     c, cw, m = x.shape[1], w.shape[1], w.shape[0]
     if g < 1:
         ctx.fail(f"group must be >= 1, got {g}")
     if is_static_dim(c) and is_static_dim(cw) and c != cw * g:
-        ctx.fail(f"input channels {c} != weight channels {cw} x group {g}", input=1,
+        ctx.fail(f"input channels {c} != weight channels {cw} x group {g}", input=w_input,
                  expected=f"w.shape[1] = {c // g if c % g == 0 else c / g}", actual=cw)
     if is_static_dim(m) and m % g:
-        ctx.fail(f"output channels {m} are not a multiple of group {g}", input=1)
-    wzp = ctx.type(3)
-    if wzp is not None and wzp.shape is not None and len(wzp.shape) == 1 and is_static_dim(m) \
-            and is_static_dim(wzp.shape[0]) and wzp.shape[0] not in (1, m):
-        ctx.fail("a 1-D weight zero point needs one entry per output channel", input=3,
-                 expected=f"[{m}]", actual=wzp.shape)
+        ctx.fail(f"output channels {m} are not a multiple of group {g}", input=w_input)
+
+
+def conv_output_shape(ctx, x, w) -> tuple:
+    """(N, M, *spatial) of that conv under the node's window attributes; unknown spatial sizes
+    become fresh symbols."""
     try:
         outs, *_ = conv_geometry(x.shape[2:], w.shape[2:], ctx.attrs)
     except ValueError as e:
@@ -382,7 +380,22 @@ def _conv_integer_infer(ctx):
     for i, o in enumerate(outs):
         if o is not None and o <= 0:
             ctx.fail(f"the kernel does not fit spatial axis {i}: output size {o}", input=0, actual=x.shape)
-    return [out((x.shape[0], m) + tuple(ctx.fresh("conv") if o is None else o for o in outs), dt.int32)]
+    return (x.shape[0], w.shape[0]) + tuple(ctx.fresh("conv") if o is None else o for o in outs)
+
+
+def _conv_integer_infer(ctx):
+    x, w = _int8_operands(ctx, "x", "w")
+    if x.shape is None or w.shape is None:
+        return [out(None if x.shape is None else (x.shape[0], ctx.fresh("c")) + tuple(
+            ctx.fresh("conv") for _ in x.shape[2:]), dt.int32)]
+    check_conv_operands(ctx, x, w, 1)
+    m = w.shape[0]
+    wzp = ctx.type(3)
+    if wzp is not None and wzp.shape is not None and len(wzp.shape) == 1 and is_static_dim(m) \
+            and is_static_dim(wzp.shape[0]) and wzp.shape[0] not in (1, m):
+        ctx.fail("a 1-D weight zero point needs one entry per output channel", input=3,
+                 expected=f"[{m}]", actual=wzp.shape)
+    return [out(conv_output_shape(ctx, x, w), dt.int32)]
 
 
 def conv_nd(x: np.ndarray, w: np.ndarray, a: dict) -> np.ndarray:

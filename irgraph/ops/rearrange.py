@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import dtype as dt
 from ..types import is_static_dim
+from .evaluate import known_value
 from .movement import as_ints, check_int_vector, data_type, fail, raise_shape_error
 from .registry import Attr, OpDef, register
 from .shapes import normalize_axes, normalize_axis, out
@@ -96,13 +97,6 @@ def _pad_ref(ins, a):
     return np.pad(x, widths, mode=mode)
 
 
-def _known(v):
-    """A Value's compile-time value (a constant or one inference worked out), else None."""
-    if v is None:
-        return None
-    return v.const if v.const is not None else v.meta.get("value")
-
-
 def _with_dim(ctx, v, axis: int, size: int):
     """``v``'s shape with dim ``axis`` replaced by ``size``, as an int64 vector."""
     if v.type.is_static:
@@ -120,7 +114,7 @@ def _pad_grad(ctx):
     x, pads_v = ctx.inputs[0], ctx.inputs[1]
     value = ctx.inputs[2] if len(ctx.inputs) > 2 else None
     axes_v = ctx.inputs[3] if len(ctx.inputs) > 3 else None
-    pads, axes = _known(pads_v), _known(axes_v)
+    pads, axes = known_value(pads_v), known_value(axes_v)
     if pads is None or (axes_v is not None and axes is None) or x.shape is None:
         raise ctx.fail("the gradient of pad needs pads (and axes) known at compile time and a known rank")
     rank = len(x.shape)
@@ -419,7 +413,7 @@ def _col2im_grad(ctx):
     one conv of dy, batch and channels folded together, with a one-hot kernel per block
     position (dy (N*C, 1, *image) -> (N*C, prod(block), *counts))."""
     x = ctx.inputs[0]
-    image, block = _known(ctx.inputs[1]), _known(ctx.inputs[2])
+    image, block = known_value(ctx.inputs[1]), known_value(ctx.inputs[2])
     if image is None or block is None:
         raise ctx.fail("the gradient of col2im needs image_shape and block_shape known at compile time")
     image, block = as_ints(image), as_ints(block)

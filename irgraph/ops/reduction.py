@@ -22,7 +22,8 @@ from .. import dtype as dt
 from ..dtype import DType
 from ..types import is_static_dim
 from .declare import ALL_TYPES, FLOAT_TYPES, NUMERIC_TYPES
-from .elementwise import GradOps, known_value
+from .elementwise_grad import GradOps
+from .evaluate import known_value
 from .registry import Attr, OpDef, register
 from .shapes import normalize_axis, normalize_axes, out
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..types import is_static_dim
+from .grad import add_grads
 
 _GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
@@ -39,11 +40,7 @@ class _B:
         return self.ctx.const(v, dtype=self.ct)
 
     def add(self, a, b):
-        if a is None:
-            return b
-        if b is None:
-            return a
-        return self.op("add", [a, b])
+        return add_grads(self.ctx, a, b)
 
     def mul(self, a, b):
         return None if a is None or b is None else self.op("mul", [a, b])

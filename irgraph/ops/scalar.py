@@ -7,8 +7,6 @@ the op's reference implementation.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..dtype import DType
@@ -35,7 +33,9 @@ class ScalarBuilder:
 
 
 class NumpyScalar(ScalarBuilder):
-    """Evaluates scalar formulas on numpy arrays (elementwise, with broadcasting)."""
+    """Evaluates scalar formulas on numpy arrays (elementwise, with broadcasting).
+
+    The methods that are one numpy function as it stands come from ``_NUMPY_FUNCS`` below."""
 
     def const(self, value, like):
         return np.asarray(value, dtype=np.asarray(like).dtype)
@@ -46,10 +46,6 @@ class NumpyScalar(ScalarBuilder):
     def dtype_of(self, x) -> DType:
         return DType.from_numpy(np.asarray(x).dtype)
 
-    def add(self, a, b): return np.add(a, b)
-    def sub(self, a, b): return np.subtract(a, b)
-    def mul(self, a, b): return np.multiply(a, b)
-
     def div(self, a, b):
         a = np.asarray(a)
         if a.dtype.kind in "iu":
@@ -59,63 +55,30 @@ class NumpyScalar(ScalarBuilder):
             return q.astype(a.dtype)
         return np.divide(a, b)
 
-    def neg(self, a): return np.negative(a)
-
-    def mod(self, a, b):
-        return np.mod(a, b)
-
-    def fmod(self, a, b):
-        return np.fmod(a, b)
-
-    def pow(self, a, b): return np.power(a, b)
-    def min(self, a, b): return np.minimum(a, b)
-    def max(self, a, b): return np.maximum(a, b)
-    def abs(self, a): return np.abs(a)
-    def sign(self, a): return np.sign(a)
-    def exp(self, a): return np.exp(a)
-    def log(self, a): return np.log(a)
-    def sqrt(self, a): return np.sqrt(a)
-
     def rsqrt(self, a):
         a = np.asarray(a)
         return (np.ones((), a.dtype) / np.sqrt(a)).astype(a.dtype)
-
-    def tanh(self, a): return np.tanh(a)
 
     def erf(self, a):
         from .elementwise import erf_np
         return erf_np(np.asarray(a))
 
-    def sin(self, a): return np.sin(a)
-    def cos(self, a): return np.cos(a)
-    def tan(self, a): return np.tan(a)
-    def asin(self, a): return np.arcsin(a)
-    def acos(self, a): return np.arccos(a)
-    def atan(self, a): return np.arctan(a)
-    def sinh(self, a): return np.sinh(a)
-    def cosh(self, a): return np.cosh(a)
-    def asinh(self, a): return np.arcsinh(a)
-    def acosh(self, a): return np.arccosh(a)
-    def atanh(self, a): return np.arctanh(a)
-    def floor(self, a): return np.floor(a)
-    def ceil(self, a): return np.ceil(a)
-    def round(self, a): return np.round(a)  # half to even, as ONNX Round
-    def lt(self, a, b): return np.less(a, b)
-    def le(self, a, b): return np.less_equal(a, b)
-    def gt(self, a, b): return np.greater(a, b)
-    def ge(self, a, b): return np.greater_equal(a, b)
-    def eq(self, a, b): return np.equal(a, b)
-    def ne(self, a, b): return np.not_equal(a, b)
-    def and_(self, a, b): return np.logical_and(a, b)
-    def or_(self, a, b): return np.logical_or(a, b)
-    def xor(self, a, b): return np.logical_xor(a, b)
-    def not_(self, a): return np.logical_not(a)
-    def bit_and(self, a, b): return np.bitwise_and(a, b)
-    def bit_or(self, a, b): return np.bitwise_or(a, b)
-    def bit_xor(self, a, b): return np.bitwise_xor(a, b)
-    def bit_not(self, a): return np.invert(a)
-    def shl(self, a, b): return np.left_shift(a, b)
-    def shr(self, a, b): return np.right_shift(a, b)
-    def select(self, c, a, b): return np.where(c, a, b)
-    def isnan(self, a): return np.isnan(a)
-    def isinf(self, a): return np.isinf(a)
+
+_NUMPY_FUNCS = {
+    "add": np.add, "sub": np.subtract, "mul": np.multiply, "neg": np.negative,
+    "mod": np.mod, "fmod": np.fmod, "pow": np.power,
+    "min": np.minimum, "max": np.maximum, "abs": np.abs, "sign": np.sign,
+    "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "tanh": np.tanh,
+    "sin": np.sin, "cos": np.cos, "tan": np.tan, "asin": np.arcsin, "acos": np.arccos,
+    "atan": np.arctan, "sinh": np.sinh, "cosh": np.cosh, "asinh": np.arcsinh,
+    "acosh": np.arccosh, "atanh": np.arctanh,
+    "floor": np.floor, "ceil": np.ceil, "round": np.round,  # half to even, as ONNX Round
+    "lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal,
+    "eq": np.equal, "ne": np.not_equal,
+    "and_": np.logical_and, "or_": np.logical_or, "xor": np.logical_xor, "not_": np.logical_not,
+    "bit_and": np.bitwise_and, "bit_or": np.bitwise_or, "bit_xor": np.bitwise_xor,
+    "bit_not": np.invert, "shl": np.left_shift, "shr": np.right_shift,
+    "select": np.where, "isnan": np.isnan, "isinf": np.isinf,
+}
+for _name, _fn in _NUMPY_FUNCS.items():
+    setattr(NumpyScalar, _name, staticmethod(_fn))

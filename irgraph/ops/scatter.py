@@ -10,7 +10,7 @@ import numpy as np
 from .. import dtype as dt
 from ..errors import ExecutionError
 from ..types import is_static_dim
-from .elementwise import GradOps
+from .elementwise_grad import GradOps
 from .index import (check_known_indices, dims_equal, elements_index, elements_shapes, index_input,
                     nd_check, nd_flat_index)
 from .registry import Attr, OpDef, register

@@ -10,6 +10,7 @@ import numpy as np
 from .. import dtype as dt
 from ..types import is_static_dim
 from .declare import FLOAT_TYPES
+from .evaluate import known_value
 from .registry import Attr, OpDef, register
 from .shapes import check_dtype, out
 
@@ -109,10 +110,9 @@ def _dft_ref(ins, a):
 # (real, imag) pairs) is A^H applied to dy. For the forward transform A^H is L times the inverse
 # DFT, for the inverse one 1/L times the forward DFT; zero-padding and cropping of the input to
 # dft_length transpose into cropping and zero-padding, and a real input keeps the real part.
-def _known(v):
-    if v is None:
-        return None
-    k = v.const if v.const is not None else v.meta.get("value")
+def _known_scalar(v):
+    """``v``'s compile-time value as a scalar (its first element), else None."""
+    k = known_value(v)
     return None if k is None else np.asarray(k).ravel()[0]
 
 
@@ -136,8 +136,8 @@ def _dft_grad(ctx):
     x = ctx.inputs[0]
     inverse, onesided = ctx.attrs["inverse"], ctx.attrs["onesided"]
     ins = list(ctx.inputs) + [None] * (3 - len(ctx.inputs))
-    axis = -2 if ins[2] is None else _known(ins[2])
-    length = None if ins[1] is None else _known(ins[1])
+    axis = -2 if ins[2] is None else _known_scalar(ins[2])
+    length = None if ins[1] is None else _known_scalar(ins[1])
     if axis is None or (ins[1] is not None and length is None) or x.shape is None or not x.type.is_static:
         raise ctx.fail("the dft gradient needs static shapes and a compile-time axis and dft_length",
                        actual=str(x.type))
@@ -247,8 +247,8 @@ def _stft_grad(ctx):
     overlap-add back into the signal (col2im), and the window gets the frames' dot products."""
     ins = list(ctx.inputs) + [None] * (4 - len(ctx.inputs))
     x, step, window, frame = ins[:4]
-    step = _known(step)
-    frame = _known(frame) if frame is not None else (window.shape[0] if window is not None else
+    step = _known_scalar(step)
+    frame = _known_scalar(frame) if frame is not None else (window.shape[0] if window is not None else
                                                       (x.shape[1] if x.shape is not None else None))
     if step is None or frame is None or x.shape is None or not x.type.is_static or (
             window is not None and not window.type.is_static):

@@ -28,6 +28,7 @@ from .. import dtype as dt
 from ..graph import Value
 from ..types import TensorType, is_static_dim
 from .declare import FLOAT_TYPES
+from .evaluate import known_value
 from .registry import Attr, OpDef, get_op, register
 from .shapes import out
 
@@ -160,16 +161,10 @@ def _sparse_conv_ref(ins, a):
 
 
 # ---- decompositions ------------------------------------------------------------------------------
-def _known(v):
-    if v is None:
-        return None
-    return v.const if v.const is not None else v.meta.get("value")
-
-
 def _dense_weight(g, inputs, shape, name: str):
     """The dense (R, C) weight as a Value: a constant when the CSR is known, else scatter_nd of
     the values into zeros (the structure must be known)."""
-    ip, ix, vals = (_known(v) for v in inputs[1:4])
+    ip, ix, vals = (known_value(v) for v in inputs[1:4])
     if ip is None or ix is None:
         from ..errors import ShapeError
         raise ShapeError("a sparse weight's structure (indptr, indices) must be known at compile time",

@@ -118,6 +118,12 @@ def is_fresh(d, *not_these) -> bool:
     return isinstance(d, str) and d not in not_these
 
 
+def window_defaults(nsp: int, strides, pads, dilations) -> tuple:
+    """(strides, pads, dilations) of a conv or pool over ``nsp`` spatial axes, ONNX defaults
+    (1, 0, 1) where None."""
+    return (tuple(strides or (1,) * nsp), tuple(pads or (0,) * (2 * nsp)), tuple(dilations or (1,) * nsp))
+
+
 # ---- one-node ONNX models ----------------------------------------------------------------------
 def value_info(name: str, elem: int | np.dtype = TensorProto.FLOAT, shape=None):
     """A graph input/output declaration; ``elem`` is a TensorProto type or a numpy dtype."""

@@ -16,7 +16,7 @@ from irgraph.frontends.onnx import import_model
 from irgraph.types import is_static_dim
 
 import oprun
-from oprun import ALL, build, onnx_model, run_on, value_info
+from oprun import ALL, build, onnx_model, run_on, value_info, window_defaults
 
 RNG = np.random.default_rng(1234)
 infer = partial(oprun.infer, const=ALL)  # array operands are constants
@@ -26,15 +26,11 @@ def f32(*shape):
     return RNG.standard_normal(shape).astype(np.float32)
 
 
-def _geom(nsp, strides, pads, dilations):
-    return (tuple(strides or (1,) * nsp), tuple(pads or (0,) * (2 * nsp)), tuple(dilations or (1,) * nsp))
-
-
 def naive_conv(x, w, b=None, strides=None, pads=None, dilations=None, group=1):
     """Conv straight from its definition: one dot product per output pixel and channel."""
     x, w = x.astype(np.float64), w.astype(np.float64)
     nsp = x.ndim - 2
-    s, p, d = _geom(nsp, strides, pads, dilations)
+    s, p, d = window_defaults(nsp, strides, pads, dilations)
     xp = np.pad(x, [(0, 0), (0, 0)] + [(p[i], p[i + nsp]) for i in range(nsp)])
     n, c = x.shape[:2]
     m, k = w.shape[0], w.shape[2:]
@@ -57,7 +53,7 @@ def naive_conv_transpose(x, w, b=None, strides=None, pads=None, dilations=None, 
     """Transposed conv from its definition: every input pixel scatters w into the output."""
     x, w = x.astype(np.float64), w.astype(np.float64)
     nsp = x.ndim - 2
-    s, p, d = _geom(nsp, strides, pads, dilations)
+    s, p, d = window_defaults(nsp, strides, pads, dilations)
     op = tuple(output_padding or (0,) * nsp)
     n, c = x.shape[:2]
     mg, k = w.shape[1], w.shape[2:]

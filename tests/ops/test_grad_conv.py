@@ -1,5 +1,5 @@
-"""Finite-difference checks of the convolution gradients (conv.py): every stride, pad, dilation,
-group and auto_pad setting the rules handle, odd sizes where the windows stop short of the end."""
+"""Finite-difference checks of the convolution gradients (conv_grad.py): every stride, pad,
+dilation, group and auto_pad setting the rules handle, odd sizes where the windows stop short of the end."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
-"""Gradient rules of the elementwise ops (irgraph/ops/elementwise.py) against finite differences.
+"""Gradient rules of the elementwise ops (irgraph/ops/elementwise_grad.py) against finite
+differences.
 
 Inputs stay away from kinks (|x| > 0.05 around 0 for relu-like ops, no ties for maximum) except
 where a case checks a subgradient convention on purpose (then every input is fed as a constant

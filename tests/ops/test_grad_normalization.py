@@ -1,5 +1,5 @@
-"""Finite-difference checks of the normalization gradients (normalization.py): per-channel and
-per-activation parameters, 2-D to 4-D inputs, every output of the multi-output ops carrying a
+"""Finite-difference checks of the normalization gradients (normalization_grad.py): per-channel
+and per-activation parameters, 2-D to 4-D inputs, every output of the multi-output ops carrying a
 cotangent (running and batch statistics, layer_norm's mean and inv_std_dev)."""
 from __future__ import annotations
 

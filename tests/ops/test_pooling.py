@@ -15,7 +15,7 @@ from irgraph.frontends.onnx import import_model
 from irgraph.types import is_static_dim
 
 import oprun
-from oprun import ALL, onnx_model, run_on, value_info
+from oprun import ALL, onnx_model, run_on, value_info, window_defaults
 
 RNG = np.random.default_rng(1234)
 infer = partial(oprun.infer, const=ALL)  # array operands are constants
@@ -25,15 +25,11 @@ def f32(*shape):
     return RNG.standard_normal(shape).astype(np.float32)
 
 
-def _geom(nsp, strides, pads, dilations):
-    return (tuple(strides or (1,) * nsp), tuple(pads or (0,) * (2 * nsp)), tuple(dilations or (1,) * nsp))
-
-
 def naive_pool(x, kernel, reduce, strides=None, pads=None, dilations=None, fill=0.0):
     """Pool from its definition (no ceil mode): ``reduce(values in window, n_real, n_with_pads)``."""
     x = x.astype(np.float64)
     nsp = x.ndim - 2
-    s, p, d = _geom(nsp, strides, pads, dilations)
+    s, p, d = window_defaults(nsp, strides, pads, dilations)
     real = np.pad(np.ones(x.shape[2:]), [(p[i], p[i + nsp]) for i in range(nsp)])
     xp = np.pad(x, [(0, 0), (0, 0)] + [(p[i], p[i + nsp]) for i in range(nsp)], constant_values=fill)
     outs = [(xp.shape[2 + i] - (kernel[i] - 1) * d[i] - 1) // s[i] + 1 for i in range(nsp)]
