@@ -293,28 +293,16 @@ def _update_rule(kind):
 def rule_resize(ctx, n, ins):
     """Separable resampling: the source indices and weights of each resized axis are computed
     at compile time with the op's own geometry helpers and become small constant tables."""
-    import math
-
     from irgraph.ops import image as im
     ins = list(ins) + [None] * (4 - len(ins))
     x = ins[0]
     a = n.attrs
     shape, odt = _out(n)
-    rank = x.rank
-    axes = [ax + rank if ax < 0 else ax for ax in (a["axes"] if a["axes"] is not None else range(rank))]
     roi = _need_const(n, 1, "roi") if len(n.inputs) > 1 and n.inputs[1] is not None else None
     scales = _need_const(n, 2, "scales") if len(n.inputs) > 2 and n.inputs[2] is not None else None
     sizes = _need_const(n, 3, "sizes") if len(n.inputs) > 3 and n.inputs[3] is not None else None
-    if im._given(sizes):
-        plan = im._resize_plan(x.shape, axes, None, sizes, a["keep_aspect_ratio_policy"])
-    else:
-        plan = im._resize_plan(x.shape, axes, scales, None, "stretch")
+    plan, rois = im.resize_geometry(x.shape, a, roi, scales, sizes)
     ctm = a["coordinate_transformation_mode"]
-    rois = [(0.0, 1.0)] * len(axes)
-    if ctm == "tf_crop_and_resize" and im._given(roi):
-        r = np.asarray(roi, dtype=np.float64).ravel()
-        k = len(axes)
-        rois = [(r[i], r[k + i]) for i in range(k)]
     mode = a["mode"]
     b = IRBuilder()
     wd = x.dtype if mode == "nearest" else dt.float64
@@ -322,8 +310,7 @@ def rule_resize(ctx, n, ins):
                                           out_dtype=dt.float64)
     for (ax, scale, m), roi_ax in zip(plan, rois):
         length = cur.shape[ax]
-        if math.isclose(scale, 1.0) and m == length and (
-                ctm != "tf_crop_and_resize" or (math.isclose(roi_ax[0], 0.0) and math.isclose(roi_ax[1], 1.0))):
+        if im.resize_keeps_axis(ctm, scale, m, length, roi_ax):
             continue
         new_shape = list(cur.shape)
         new_shape[ax] = m

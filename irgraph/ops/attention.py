@@ -397,6 +397,10 @@ def _rope_infer(ctx):
         ctx.fail(f"cos/sin caches must be {want}-D " + ("(max_position, rotary_dim/2) with position_ids"
                  if pos is not None else "(batch, seq, rotary_dim/2) without position_ids"),
                  input=1, actual=cos.shape)
+    if cos.shape is not None and sin.shape is not None and (
+            len(sin.shape) != len(cos.shape) or any(
+                is_static_dim(c) and is_static_dim(s) and c != s for c, s in zip(cos.shape, sin.shape))):
+        ctx.fail("the sin cache must have the cos cache's shape", input=2, expected=cos.shape, actual=sin.shape)
     return [out(x.shape, x.dtype)]
 
 

@@ -271,6 +271,12 @@ def test_rotary_embedding_inference_and_errors():
     with pytest.raises(ShapeError, match="rotary_dim / 2"):
         types("rotary_embedding", [TensorType((1, 2, 3, 8), "float32"), TensorType((9, 3), "float32"),
                                    TensorType((9, 3), "float32"), TensorType((1, 3), "int64")])
+    with pytest.raises(ShapeError, match="sin cache must have the cos cache's shape") as e:
+        types("rotary_embedding", [TensorType((1, 2, 3, 8), "float32"), TensorType((9, 4), "float32"),
+                                   TensorType((8, 4), "float32"), TensorType((1, 3), "int64")])
+    assert "input 'in2'" in str(e.value) and "expected (9, 4), got (8, 4)" in str(e.value)
+    types("rotary_embedding", [TensorType((1, 2, 3, 8), "float32"), TensorType(("P", 4), "float32"),
+                               TensorType((9, 4), "float32"), TensorType((1, 3), "int64")])   # unknown vs known: fine
 
 
 # ---- swiglu --------------------------------------------------------------------------------------
