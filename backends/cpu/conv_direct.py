@@ -43,8 +43,10 @@ import numpy as np
 from irgraph.errors import CompileError, InputError
 
 from . import llvm_target, threads
-from .gemm import (ACTIVATIONS, F32, I32, I64, PTR, Epilogue, VecOps, _function, carried_loop, fptr,
-                   for_range, i64, if_then, imin)
+from .gemm import Epilogue
+from .native_kernel import NativeKernel, round_up_to
+from .vector_ir import (ACTIVATIONS, F32, I64, PTR, VecOps, align_up, carried_loop, fptr, for_range,
+                        function, i64, if_then, imin)
 
 
 @dataclass(frozen=True)
@@ -131,12 +133,21 @@ class DirectConvConfig:
         return self.lanes * self.nv
 
 
-def _round_up(x: int, m: int) -> int:
-    return -(-x // m) * m
+def pack_filters(g: ConvGeometry, w: np.ndarray, block: int) -> np.ndarray:
+    """(M, C, KH, KW) float32 -> ``wpk[mb][c][kh][kw][block]``: blocks of ``block`` output channels
+    (zero-padded past M), each tap's channels contiguous (one vector load or ``block`` broadcasts)."""
+    w = np.asarray(w, np.float32)
+    if w.shape != (g.m, g.c, g.kh, g.kw):
+        raise InputError("conv weights have the wrong shape", input="W",
+                         expected=(g.m, g.c, g.kh, g.kw), actual=w.shape)
+    mblocks = -(-g.m // block)
+    wp = np.zeros((mblocks * block, g.c, g.kh, g.kw), np.float32)
+    wp[:g.m] = w
+    return np.ascontiguousarray(wp.reshape(mblocks, block, g.c, g.kh, g.kw).transpose(0, 2, 3, 4, 1)).ravel()
 
 
 @dataclass(eq=False)
-class DirectConv:
+class DirectConv(NativeKernel):
     """One direct convolution kernel (shapes, tile, epilogue, threading fixed at generation)."""
     geom: ConvGeometry
     config: DirectConvConfig = field(default_factory=DirectConvConfig.for_host)
@@ -165,7 +176,7 @@ class DirectConv:
         g, cfg = self.geom, self.config
         per_c = g.phases * g.plane
         last = (g.c - 1) * per_c + max(g.tap_offset(a, b) for a in range(g.kh) for b in range(g.kw))
-        return _round_up(max(g.c * per_c, last + self.qtiles * cfg.tq), 16)
+        return round_up_to(max(g.c * per_c, last + self.qtiles * cfg.tq), 16)
 
     def workspace_bytes(self, num_threads: int = 1) -> int:
         """Scratch: the phase planes (shared by the threads)."""
@@ -177,14 +188,7 @@ class DirectConv:
 
     def pack_weights(self, w: np.ndarray) -> np.ndarray:
         """(M, C, KH, KW) float32 -> ``wpk[mb][c][kh][kw][MR]``, zero-padded past M."""
-        g, mr = self.geom, self.config.mr
-        w = np.asarray(w, np.float32)
-        if w.shape != (g.m, g.c, g.kh, g.kw):
-            raise InputError("conv weights have the wrong shape", input="W",
-                             expected=(g.m, g.c, g.kh, g.kw), actual=w.shape)
-        wp = np.zeros((self.mblocks * mr, g.c, g.kh, g.kw), np.float32)
-        wp[:g.m] = w
-        return np.ascontiguousarray(wp.reshape(self.mblocks, mr, g.c, g.kh, g.kw).transpose(0, 2, 3, 4, 1)).ravel()
+        return pack_filters(self.geom, w, self.config.mr)
 
     @property
     def tag(self) -> str:
@@ -196,14 +200,9 @@ class DirectConv:
     def emit(self, mod: ir.Module) -> ir.Function:
         return _ConvEmitter(mod, self).entry()
 
-    def ir(self) -> str:
-        mod = ir.Module(name=self.name)
-        self.emit(mod)
-        return str(mod)
-
-    def build(self, cache=True) -> "CompiledConv":
-        from . import cache as object_cache
-        return CompiledConv(self, object_cache.compile_cached(self.ir(), options=self.tag, cache=cache))
+    def build(self, cache=True, target: tuple[str, str] | None = None) -> "CompiledConv":
+        """Compile (``NativeKernel.compile``: cached, or for another CPU) and wrap for numpy."""
+        return CompiledConv(self, self.compile(cache, target))
 
 
 class _ConvEmitter:
@@ -224,7 +223,7 @@ class _ConvEmitter:
         g, cfg, L, k = self.g, self.cfg, self.L, self.k
         MR, NV = cfg.mr, cfg.nv
         T = g.kh * g.kw
-        fn, b = _function(self.mod, self.p + ".tile", [PTR, PTR, PTR, PTR, PTR, I64, I64], noinline=True)
+        fn, b = function(self.mod, self.p + ".tile", [PTR, PTR, PTR, PTR, PTR, I64, I64], noinline=True)
         xs, wpk, bias, R, out, mb, qt = fn.args
         for a in (xs, wpk, out):
             a.add_attribute("noalias")
@@ -256,8 +255,8 @@ class _ConvEmitter:
             q = b.add(q0, i64(v * L))
             r = b.sdiv(q, i64(g.wq))
             col = b.sub(q, b.mul(r, i64(g.wq)))
-            colv = b.add(vo.iota, self._splat_i(b, vo, col))
-            inq = b.icmp_signed("<", vo.iota, self._splat_i(b, vo, b.sub(i64(g.q), q)))
+            colv = b.add(vo.iota, vo.splat_i32(col))
+            inq = b.icmp_signed("<", vo.iota, vo.splat_i32(b.sub(i64(g.q), q)))
             base = b.add(b.mul(r, i64(g.ow)), col)
             for p in range(P):
                 lo = ir.Constant(vi, [p * g.wq] * L)
@@ -280,49 +279,38 @@ class _ConvEmitter:
                     acc = b.fadd(acc, bv)
                 mine = [(m, off) for vv, m, off in pieces if vv == v]
                 if rplane is not None:
-                    rv = vo.zero
-                    for m, off in mine:
-                        rv = vo.mload(fptr(b, rplane, off), m, rv)
-                    acc = b.fadd(acc, rv)
+                    acc = b.fadd(acc, gather_pieces(vo, rplane, mine))
                 acc = vo.activation(k.epilogue, acc)
-                for m, off in mine:
-                    vo.mstore(acc, fptr(b, oplane, off), m)
+                scatter_pieces(vo, acc, oplane, mine)
             if body is not None:
                 body.__exit__(None, None, None)
         b.ret_void()
         return fn
-
-    @staticmethod
-    def _splat_i(b, vo, v):
-        s = b.insert_element(ir.Constant(vo.vi, ir.Undefined), b.trunc(v, I32), ir.Constant(I32, 0))
-        return b.shuffle_vector(s, ir.Constant(vo.vi, ir.Undefined), ir.Constant(vo.vi, [0] * vo.L))
 
     # -- driver ---------------------------------------------------------------------------------
     def entry(self):
         """Two parallel regions per image: parts copy ranges of channels into the shared planes,
         then parts compute ranges of q tiles for every channel block."""
         g, k, cfg = self.g, self.k, self.cfg
-        fn, b = _function(self.mod, self.p, [PTR] * 6 + [I64, PTR], internal=False)
+        fn, b = function(self.mod, self.p, [PTR] * 6 + [I64, PTR], internal=False)
         for a, nm in zip(fn.args, ("x", "wpk", "bias", "R", "out", "ws", "nthreads", "unused")):
             a.name = nm
         x, wpk, bias, R, out, ws, nthreads, _ = fn.args
         pad, tile = self.pad(), self.tile()
         nmb, ntq = k.mblocks, k.qtiles
 
-        def planes(b_, ws_):
-            return b_.inttoptr(b_.and_(b_.add(b_.ptrtoint(ws_, I64), i64(63)), i64(-64)), PTR)
-        fp, pb = _function(self.mod, self.p + ".padpart", [I64, I64, PTR])
+        fp, pb = function(self.mod, self.p + ".padpart", [I64, I64, PTR])
         part, nparts, ctx = fp.args
         c0, c1 = threads.split_range(pb, i64(g.c), part, nparts)
         with if_then(pb, pb.icmp_signed("<", c0, c1), "some"):
-            pb.call(pad, [threads.load_ctx(pb, ctx, 0, PTR), planes(pb, threads.load_ctx(pb, ctx, 5, PTR)),
+            pb.call(pad, [threads.load_ctx(pb, ctx, 0, PTR), align_up(pb, threads.load_ctx(pb, ctx, 5, PTR)),
                           c0, c1, i64(0), i64(g.hq), ir.Constant(PTR, None)])
         pb.ret_void()
-        ft, tb = _function(self.mod, self.p + ".tilepart", [I64, I64, PTR])
+        ft, tb = function(self.mod, self.p + ".tilepart", [I64, I64, PTR])
         part, nparts, ctx = ft.args
         xv, wv, bv, rv, ov, wsv = (threads.load_ctx(tb, ctx, i, PTR) for i in range(6))
         t0, t1 = threads.split_range(tb, i64(ntq), part, nparts)
-        xs = planes(tb, wsv)
+        xs = align_up(tb, wsv)
         if cfg.mb_inner:
             with for_range(tb, t0, t1, 1, "qt") as qt:
                 with for_range(tb, 0, nmb, 1, "mb") as mb:
@@ -342,8 +330,7 @@ class _ConvEmitter:
             vals = [fptr(b, x, b.mul(n, i64(g.c * g.h * g.w))), wpk, bias,
                     fptr(b, R, b.mul(n, i64(g.m * g.oh * g.ow))) if k.has_residual else R,
                     fptr(b, out, b.mul(n, i64(g.m * g.oh * g.ow))), ws]
-            for i, v in enumerate(vals):
-                b.store(b.ptrtoint(v, I64), b.gep(ctx, [I64(i)], inbounds=True, source_etype=I64))
+            fill_ctx(b, ctx, vals)
             threads.launch(b, None, fp, ctx, nth, parts=imin(b, i64(g.c), per))
             threads.launch(b, None, ft, ctx, nth, parts=imin(b, i64(ntq), per))
         b.ret_void()
@@ -358,7 +345,7 @@ def emit_planes(mod: ir.Module, name: str, sh: int, sw: int, L: int, dims=None) 
     (C, H, W, pt, pl, hq, wq, total); the caller that gets c1 == C also zeroes
     ``xs[C*planes : total]``. Passing ``dims`` (a tuple of those ints) here instead bakes them
     in and the pointer is ignored. Column phases: 1 or 2."""
-    fn, b = _function(mod, name, [PTR, PTR, I64, I64, I64, I64, PTR], noinline=True)
+    fn, b = function(mod, name, [PTR, PTR, I64, I64, I64, I64, PTR], noinline=True)
     x, xs, c0, c1, r0, r1, dp = fn.args
     if dims is None:
         C, H, W, pt, pl, hq, wq, total = (b.load(fptr(b, dp, k, I64), typ=I64) for k in range(8))
@@ -368,15 +355,11 @@ def emit_planes(mod: ir.Module, name: str, sh: int, sw: int, L: int, dims=None) 
     vi = vo.vi
     iota = vo.iota
     plane = b.mul(hq, wq)
-
-    def splat_i(v):
-        s = b.insert_element(ir.Constant(vi, ir.Undefined), b.trunc(v, I32), ir.Constant(I32, 0))
-        return b.shuffle_vector(s, ir.Constant(vi, ir.Undefined), ir.Constant(vi, [0] * L))
-    wv = splat_i(W)
+    wv = vo.splat_i32(W)
 
     def in_cols(base, shift):
         """Lanes j with 0 <= base + j + shift < W."""
-        t = b.add(iota, splat_i(b.add(base, i64(shift))))
+        t = b.add(iota, vo.splat_i32(b.add(base, i64(shift))))
         return b.and_(b.icmp_signed(">=", t, ir.Constant(vi, [0] * L)), b.icmp_signed("<", t, wv))
     even = ir.Constant(vi, [2 * j for j in range(L)])
     with for_range(b, c0, c1, 1, "c") as c:
@@ -406,6 +389,28 @@ def emit_planes(mod: ir.Module, name: str, sh: int, sw: int, L: int, dims=None) 
             vo.mstore(vo.zero, fptr(b, xs, z), vo.mask(b.sub(total, z)))
     b.ret_void()
     return fn
+
+
+def gather_pieces(vo: VecOps, plane, pieces):
+    """One vector of ``plane``'s values at ``pieces``, (lane mask, element offset) pairs that cover
+    disjoint lanes (the output rows a vector of outputs touches); lanes none covers are 0."""
+    v = vo.zero
+    for m, off in pieces:
+        v = vo.mload(fptr(vo.b, plane, off), m, v)
+    return v
+
+
+def scatter_pieces(vo: VecOps, v, plane, pieces) -> None:
+    """Store the lanes of ``v`` to ``plane`` at ``pieces`` (as in ``gather_pieces``)."""
+    for m, off in pieces:
+        vo.mstore(v, fptr(vo.b, plane, off), m)
+
+
+def fill_ctx(b, ctx, pointers) -> None:
+    """Store ``pointers`` as the i64 fields of the context ``ctx`` (allocated once, out of the
+    per-image loop; ``threads.store_ctx`` allocates its own)."""
+    for i, v in enumerate(pointers):
+        b.store(b.ptrtoint(v, I64), b.gep(ctx, [I64(i)], inbounds=True, source_etype=I64))
 
 
 class CompiledConv:

@@ -33,12 +33,15 @@ from dataclasses import dataclass, field
 import llvmlite.ir as ir
 import numpy as np
 
-from irgraph.errors import CompileError, InputError
+from irgraph.errors import CompileError
 
 from . import threads
-from .conv_direct import CompiledConv, ConvGeometry, emit_planes
-from .gemm import (F32, I32, I64, PTR, Epilogue, VecOps, _function, carried_loop, fptr, for_range,
-                   i64, if_then, imin, keep_null)
+from .conv_direct import (CompiledConv, ConvGeometry, emit_planes, fill_ctx, gather_pieces, pack_filters,
+                          scatter_pieces)
+from .gemm import Epilogue
+from .native_kernel import NativeKernel, round_up_to
+from .vector_ir import (F32, I64, PTR, VecOps, align_up, carried_loop, fptr, for_range, function, i64,
+                        if_then, imin, keep_null)
 
 
 @dataclass(frozen=True)
@@ -88,12 +91,8 @@ def tile_for(g: ConvGeometry, lanes: int = 16) -> OcTile:
     return best[1]
 
 
-def _round_up(x: int, m: int) -> int:
-    return -(-x // m) * m
-
-
 @dataclass(eq=False)
-class DirectConvOC:
+class DirectConvOC(NativeKernel):
     geom: ConvGeometry
     tile: OcTile = field(default_factory=OcTile)
     epilogue: Epilogue = field(default_factory=Epilogue)
@@ -127,7 +126,7 @@ class DirectConvOC:
         return (self.ctiles * self.tile.rw - 1) * g.sw + (g.kw - 1) * g.dw + 1
 
     def planes_floats(self) -> int:
-        return _round_up(self.geom.c * self.hp * self.wp, 16)
+        return round_up_to(self.geom.c * self.hp * self.wp, 16)
 
     def workspace_bytes(self, num_threads: int = 1) -> int:
         """Scratch: the padded planes (shared by the threads)."""
@@ -140,14 +139,7 @@ class DirectConvOC:
 
     def pack_weights(self, w: np.ndarray) -> np.ndarray:
         """(M, C, KH, KW) float32 -> ``wpk[mb][c][kh][kw][NV*L]``, zero-padded past M."""
-        g, oc = self.geom, self.tile.oc
-        w = np.asarray(w, np.float32)
-        if w.shape != (g.m, g.c, g.kh, g.kw):
-            raise InputError("conv weights have the wrong shape", input="W",
-                             expected=(g.m, g.c, g.kh, g.kw), actual=w.shape)
-        wp = np.zeros((self.mblocks * oc, g.c, g.kh, g.kw), np.float32)
-        wp[:g.m] = w
-        return np.ascontiguousarray(wp.reshape(self.mblocks, oc, g.c, g.kh, g.kw).transpose(0, 2, 3, 4, 1)).ravel()
+        return pack_filters(self.geom, w, self.tile.oc)
 
     def dims(self) -> np.ndarray:
         """The sizes the generated code reads at run time (``DIMS`` order), as int64."""
@@ -168,14 +160,9 @@ class DirectConvOC:
     def emit(self, mod: ir.Module) -> ir.Function:
         return _Emitter(mod, self).entry()
 
-    def ir(self) -> str:
-        mod = ir.Module(name=self.name)
-        self.emit(mod)
-        return str(mod)
-
-    def build(self, cache=True) -> CompiledConv:
-        from . import cache as object_cache
-        return CompiledConv(self, object_cache.compile_cached(self.ir(), options=self.tag, cache=cache))
+    def build(self, cache=True, target: tuple[str, str] | None = None) -> CompiledConv:
+        """Compile (``NativeKernel.compile``: cached, or for another CPU) and wrap for numpy."""
+        return CompiledConv(self, self.compile(cache, target))
 
 
 # dims: the i64s ``DirectConvOC.dims()`` writes, read by the generated code
@@ -202,7 +189,7 @@ class _Emitter:
         R_, RW, NV = t.r, t.rw, t.nv
         T = g.kh * g.kw
         P = R_ * RW
-        fn, b = _function(self.mod, self.p + ".tile", [PTR, PTR, PTR, PTR, PTR, I64, I64, I64, PTR],
+        fn, b = function(self.mod, self.p + ".tile", [PTR, PTR, PTR, PTR, PTR, I64, I64, I64, PTR],
                           noinline=True)
         xs, wpk, bias, R, out, mb, th, tw, dims = fn.args
         for a in (xs, wpk, out):
@@ -253,7 +240,7 @@ class _Emitter:
 
         # epilogue, per channel vector v and block of <= L positions
         ohw = b.mul(OH, OW)
-        owv = self._splat(b, vo, OW)
+        owv = vo.splat_i32(OW)
         exact = g.m % t.oc == 0       # no channel block runs past M: no per-channel guard
         for v in range(NV):
             oc0 = b.add(b.mul(mb, i64(t.oc)), i64(v * L))
@@ -274,7 +261,7 @@ class _Emitter:
                     # lane j of this piece: column ow0 + c_first + (j - first)
                     colstart = b.add(ow0, i64(c_first - first))
                     ok_row = b.icmp_signed("<", oh, OH)
-                    lane_cols = b.add(vo.iota, self._splat(b, vo, colstart))
+                    lane_cols = b.add(vo.iota, vo.splat_i32(colstart))
                     inrow = b.and_(b.icmp_signed(">=", vo.iota, ir.Constant(vo.vi, [first] * L)),
                                    b.icmp_signed("<=", vo.iota, ir.Constant(vo.vi, [lanes[-1]] * L)))
                     m = b.and_(inrow, b.icmp_signed("<", lane_cols, owv))
@@ -286,43 +273,32 @@ class _Emitter:
                     mine = [(m if live is None else b.select(live, m, vo.none), off) for m, off in pieces]
                     val = rows_t[i]
                     if k.has_residual:
-                        rp = fptr(b, R, b.mul(oc, ohw))
-                        rv = vo.zero
-                        for m, off in mine:
-                            rv = vo.mload(fptr(b, rp, off), m, rv)
-                        val = b.fadd(val, rv)
+                        val = b.fadd(val, gather_pieces(vo, fptr(b, R, b.mul(oc, ohw)), mine))
                     val = vo.activation(k.epilogue, val)
-                    op = fptr(b, out, b.mul(oc, ohw))
-                    for m, off in mine:
-                        vo.mstore(val, fptr(b, op, off), m)
+                    scatter_pieces(vo, val, fptr(b, out, b.mul(oc, ohw)), mine)
         b.ret_void()
         return fn
-
-    @staticmethod
-    def _splat(b, vo, v):
-        s = b.insert_element(ir.Constant(vo.vi, ir.Undefined), b.trunc(v, I32), ir.Constant(I32, 0))
-        return b.shuffle_vector(s, ir.Constant(vo.vi, ir.Undefined), ir.Constant(vo.vi, [0] * vo.L))
 
     def workers(self, pad, tile):
         """Two parallel regions per image: ``pad`` parts copy ranges of channels into the shared
         planes, then ``tiles`` parts compute ranges of (channel block, row tile) items, channel
         block outermost so a part reuses one block of weights. ctx: (x_img, wpk, bias, R_img,
         out_img, ws, dims)."""
-        fp, b = _function(self.mod, self.p + ".padpart", [I64, I64, PTR])
+        fp, b = function(self.mod, self.p + ".padpart", [I64, I64, PTR])
         part, nparts, ctx = fp.args
         x, ws, dims = (threads.load_ctx(b, ctx, i, PTR) for i in (0, 5, 6))
         c_, hp_ = self.dim(b, dims, "c"), self.dim(b, dims, "hp")
         c0, c1 = threads.split_range(b, c_, part, nparts)
         with if_then(b, b.icmp_signed("<", c0, c1), "some"):
-            b.call(pad, [x, self._planes(b, ws), c0, c1, i64(0), hp_, dims])
+            b.call(pad, [x, align_up(b, ws), c0, c1, i64(0), hp_, dims])
         b.ret_void()
 
-        ft, b = _function(self.mod, self.p + ".tilepart", [I64, I64, PTR])
+        ft, b = function(self.mod, self.p + ".tilepart", [I64, I64, PTR])
         part, nparts, ctx = ft.args
         x, wpk, bias, R, out, ws, dims = (threads.load_ctx(b, ctx, i, PTR) for i in range(7))
         nr, nc, nmb = (self.dim(b, dims, k) for k in ("rtiles", "ctiles", "mblocks"))
         i0, i1 = threads.split_range(b, b.mul(nr, nmb), part, nparts)
-        xs = self._planes(b, ws)
+        xs = align_up(b, ws)
         with for_range(b, i0, i1, 1, "it") as it:
             mb, th = b.sdiv(it, nr), b.srem(it, nr)
             with for_range(b, 0, nc, 1, "tw") as tw:
@@ -330,13 +306,9 @@ class _Emitter:
         b.ret_void()
         return fp, ft
 
-    @staticmethod
-    def _planes(b, ws):
-        return b.inttoptr(b.and_(b.add(b.ptrtoint(ws, I64), i64(63)), i64(-64)), PTR)
-
     def entry(self):
         k = self.k
-        fn, b = _function(self.mod, self.p, [PTR] * 6 + [I64, PTR], internal=False)
+        fn, b = function(self.mod, self.p, [PTR] * 6 + [I64, PTR], internal=False)
         for a, nm in zip(fn.args, ("x", "wpk", "bias", "R", "out", "ws", "nthreads", "dims")):
             a.name = nm
         x, wpk, bias, R, out, ws, nthreads, dims = fn.args
@@ -354,8 +326,7 @@ class _Emitter:
         with for_range(b, 0, n_, 1, "n") as n:
             vals = [fptr(b, x, b.mul(n, ximg)), wpk, bias, keep_null(b, R, b.mul(n, oimg)),
                     fptr(b, out, b.mul(n, oimg)), ws, dims]
-            for i, v in enumerate(vals):
-                b.store(b.ptrtoint(v, I64), b.gep(ctx, [I64(i)], inbounds=True, source_etype=I64))
+            fill_ctx(b, ctx, vals)
             threads.launch(b, None, padpart, ctx, nth, parts=imin(b, c_, per))
             threads.launch(b, None, tilepart, ctx, nth, parts=imin(b, b.mul(nr, nmb), per))
         b.ret_void()

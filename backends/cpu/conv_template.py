@@ -29,6 +29,7 @@ from irgraph import dtype as dt
 
 from .conv_direct import ConvGeometry, DirectConv, DirectConvConfig
 from .conv_direct_oc import DirectConvOC, OcTile, tile_for
+from .extern_operands import copy_back, dense_input, dense_output
 from .gemm import Epilogue
 
 # the fraction of computed outputs that are kept (row tails, the last channel block; for the
@@ -81,17 +82,10 @@ def choose(x_shape, w_shape, plan, num_threads: int, config: DirectConvConfig | 
 def lower(ctx, k, x, w, bias, dest) -> None:
     """Append the ExternCall computing ``dest = conv(x, w) + bias`` (bias may be None)."""
     from ..kernel_ir import ExternCall
-    from ..lower_tensor import Generic, View
-    xv = ctx.force(x)
-    if not xv.contiguous:
-        xv = _copy(ctx, xv)
+    xv = dense_input(ctx, x)
     wpk = ctx.const(k.pack_weights(w.to_numpy()), w.buf.name + "_direct")
-    bv = None
-    if bias is not None:
-        bv = ctx.force(bias)
-        if not bv.contiguous:
-            bv = _copy(ctx, bv)
-    out = dest if dest.contiguous else View.of(ctx.buffer("convout", dt.float32, dest.shape, "temp"), ctx)
+    bv = None if bias is None else dense_input(ctx, bias)
+    out = dense_output(ctx, dest, "convout")
     ws = ctx.buffer("conv_ws", dt.uint8, (k.workspace_bytes(getattr(k, "max_threads", 1)),), "temp")
     g = k.geom
     attrs = {a: getattr(g, a) for a in ATTRS}
@@ -106,16 +100,7 @@ def lower(ctx, k, x, w, bias, dest) -> None:
                  out_off=out.offset)
     args = [xv.buf, wpk.buf, None if bv is None else bv.buf, out.buf, ws]
     ctx.body.append(ExternCall("conv2d", args, attrs))
-    if out is not dest:
-        ctx.store(Generic(out.shape, out.dtype, ctx, out.at, 0), dest)
-
-
-def _copy(ctx, v):
-    from ..lower_tensor import Generic, View
-    buf = ctx.buffer("cont", v.dtype, v.shape, "temp")
-    out = View.of(buf, ctx)
-    ctx.store(Generic(v.shape, v.dtype, ctx, v.at, 0), out)
-    return out
+    copy_back(ctx, out, dest)
 
 
 def kernel_from_attrs(a: dict, num_threads: int, epilogue: Epilogue | None = None,

@@ -66,7 +66,6 @@ import ctypes
 import functools
 import math
 import threading
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import llvmlite.ir as ir
@@ -75,28 +74,12 @@ import numpy as np
 from irgraph.errors import CompileError, InputError
 
 from . import llvm_target, threads
-
-F32 = ir.FloatType()
-I1 = ir.IntType(1)
-I32 = ir.IntType(32)
-I64 = ir.IntType(64)
-PTR = ir.PointerType()
-VOID = ir.VoidType()
-
-ACTIVATIONS = ("none", "relu", "clip", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh", "silu")
-
-# Polynomial coefficients, lowest degree first. Fitted in float64 by relative-weighted least squares
-# on 4000 Chebyshev nodes; the max relative error of float32 Horner evaluation is given per set.
-_EXP_P = (1.0000000005920207, 1.0000000361258996, 0.49999991493036766, 0.16666420832118906,
-          0.04166835803302356, 0.008374771520128346, 0.001382942059581017)   # e^r, |r|<=ln2/2: 1.1e-7
-_TANH_P = (0.9999999982361957, -0.33333275348461816, 0.13331365587964733, -0.053735865079822476,
-           0.02063030686320999, -0.005697522223368523)      # tanh(x)/x in x^2, |x|<=0.625: 5e-8
-_ERF_P = (1.1283791471036897, -0.3761239067578165, 0.11280578874605918, -0.026720893574587762,
-          0.004927419830800153, -0.0005667995109581159)     # erf(x)/x in x^2, |x|<=1: 1.5e-7
-_ERFC_P = (0.5642054932275741, -0.000575914670319505, -0.2733628943235333, -0.07255683743401252,
-           0.7830870090805658, -1.0597575671480777, 0.48747058954644606, 0.32273398380674534,
-           -0.5664389072220062, 0.3032007511524185, -0.06042215014092741)
-#          x*erfc(x)*exp(x^2) in 1/x, 1<=x<=10: 3e-7
+from .native_kernel import NativeKernel, aligned_zeros, round_up_to
+# the IR helpers lived here first (conv_direct, threads ... import some of them from here)
+from .vector_ir import (ACTIVATIONS, F32, I1, I32, I64, PTR, VOID, VecOps, align_up,  # noqa: F401
+                        carried_loop, fptr, for_range, function, i64, if_then, imax, imin, keep_null,
+                        round_up, split_rows_or_columns)
+from .vector_ir import function as _function  # noqa: F401  (threads.py imports it from here)
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -188,17 +171,13 @@ class Epilogue:
         return f"{self.activation}_{self.alpha!r}_{self.beta!r}_{int(self.residual_after_activation)}"
 
 
-def _round_up(x: int, m: int) -> int:
-    return -(-x // m) * m
-
-
 def workspace_floats_per_thread(cfg: GemmConfig, M: int, N: int, K: int, packed_b: bool) -> int:
     """Scratch floats one thread needs; ``_GemmEmitter.ws_stride`` emits the same formula in IR."""
     kcb = min(cfg.kc, max(K, 0))
-    mcb = min(cfg.mc, _round_up(max(M, 0), cfg.mr))
-    ncb = min(cfg.nc, _round_up(max(N, 0), cfg.nr))
-    a = _round_up(mcb * kcb, 16)
-    return a if packed_b else a + _round_up(kcb * ncb, 16)
+    mcb = min(cfg.mc, round_up_to(max(M, 0), cfg.mr))
+    ncb = min(cfg.nc, round_up_to(max(N, 0), cfg.nr))
+    a = round_up_to(mcb * kcb, 16)
+    return a if packed_b else a + round_up_to(kcb * ncb, 16)
 
 
 def workspace_bytes(cfg: GemmConfig, M: int, N: int, K: int, num_threads: int,
@@ -209,298 +188,7 @@ def workspace_bytes(cfg: GemmConfig, M: int, N: int, K: int, num_threads: int,
     return 4 * parts * workspace_floats_per_thread(cfg, M, N, K, packed_b) + 64
 
 
-# ----------------------------------------------------------------------------- IR helpers
-def i64(v: int) -> ir.Constant:
-    return ir.Constant(I64, v)
-
-
-def imin(b, x, y):
-    return b.select(b.icmp_signed("<", x, y), x, y)
-
-
-def imax(b, x, y):
-    return b.select(b.icmp_signed(">", x, y), x, y)
-
-
-def round_up(b, x, m: int):
-    """``x`` rounded up to a multiple of ``m`` (x >= 0)."""
-    return b.mul(b.sdiv(b.add(x, i64(m - 1)), i64(m)), i64(m))
-
-
-def fptr(b, p, idx, ety=F32):
-    """``&p[idx]`` (no inbounds: some pointers here are NULL or point past a tile's rows)."""
-    return b.gep(p, [idx if isinstance(idx, ir.Value) else i64(idx)], source_etype=ety)
-
-
-def keep_null(b, p, idx):
-    """``p + idx``, but NULL stays NULL (NULL + offset is not NULL: README pitfall 7)."""
-    isnull = b.icmp_unsigned("==", b.ptrtoint(p, I64), i64(0))
-    return b.select(isnull, p, fptr(b, p, idx))
-
-
-@contextmanager
-def for_range(b: ir.IRBuilder, start, stop, step=1, name="i"):
-    """``for (i = start; i < stop; i += step)``; yields ``i``. Header with a phi: canonical for LLVM."""
-    start = start if isinstance(start, ir.Value) else i64(start)
-    stop = stop if isinstance(stop, ir.Value) else i64(stop)
-    step = step if isinstance(step, ir.Value) else i64(step)
-    fn = b.function
-    pre = b.block
-    head = fn.append_basic_block(name + ".head")
-    body = fn.append_basic_block(name + ".body")
-    exit_ = fn.append_basic_block(name + ".exit")
-    b.branch(head)
-    b.position_at_end(head)
-    iv = b.phi(I64, name)
-    iv.add_incoming(start, pre)
-    b.cbranch(b.icmp_signed("<", iv, stop), body, exit_)
-    b.position_at_end(body)
-    yield iv
-    iv.add_incoming(b.add(iv, step, name=name + ".next"), b.block)
-    b.branch(head)
-    b.position_at_end(exit_)
-
-
-def carried_loop(b: ir.IRBuilder, start, stop, step, init: list, body, name="k") -> list:
-    """A counted loop whose values ``init`` are carried as phis; ``body(i, vals) -> vals``."""
-    start = start if isinstance(start, ir.Value) else i64(start)
-    fn = b.function
-    pre = b.block
-    head = fn.append_basic_block(name + ".head")
-    blk = fn.append_basic_block(name + ".body")
-    exit_ = fn.append_basic_block(name + ".exit")
-    b.branch(head)
-    b.position_at_end(head)
-    iv = b.phi(I64, name)
-    iv.add_incoming(start, pre)
-    phis = []
-    for v in init:
-        p = b.phi(v.type)
-        p.add_incoming(v, pre)
-        phis.append(p)
-    b.cbranch(b.icmp_signed("<", iv, stop), blk, exit_)
-    b.position_at_end(blk)
-    out = body(iv, phis)
-    iv.add_incoming(b.add(iv, step if isinstance(step, ir.Value) else i64(step)), b.block)
-    for p, v in zip(phis, out):
-        p.add_incoming(v, b.block)
-    b.branch(head)
-    b.position_at_end(exit_)
-    return phis
-
-
-@contextmanager
-def if_then(b: ir.IRBuilder, cond, name="if"):
-    then = b.function.append_basic_block(name + ".then")
-    done = b.function.append_basic_block(name + ".end")
-    b.cbranch(cond, then, done)
-    b.position_at_end(then)
-    yield
-    b.branch(done)
-    b.position_at_end(done)
-
-
-class VecOps:
-    """<L x float> building blocks over one IRBuilder: splats, lane masks, masked memory, math."""
-
-    def __init__(self, b: ir.IRBuilder, lanes: int):
-        self.b, self.L = b, lanes
-        self.vf = ir.VectorType(F32, lanes)
-        self.vi = ir.VectorType(I32, lanes)
-        self.vm = ir.VectorType(I1, lanes)
-        self.iota = ir.Constant(self.vi, list(range(lanes)))
-        self.none = ir.Constant(self.vm, [0] * lanes)
-        self.zero = ir.Constant(self.vf, None)
-
-    def _intr(self, name, ret, args):
-        return threads.declare(self.b.module, name, ret, args)
-
-    def const(self, x: float):
-        return ir.Constant(self.vf, [float(x)] * self.L)
-
-    def splat(self, x):
-        b = self.b
-        v = b.insert_element(ir.Constant(self.vf, ir.Undefined), x, ir.Constant(I32, 0))
-        return b.shuffle_vector(v, ir.Constant(self.vf, ir.Undefined),
-                                ir.Constant(self.vi, [0] * self.L))
-
-    def mask(self, count):
-        """Lanes ``< count`` set (count an i64, clamped to [0, L])."""
-        b = self.b
-        c = imax(b, imin(b, count, i64(self.L)), i64(0))
-        s = b.insert_element(ir.Constant(self.vi, ir.Undefined), b.trunc(c, I32), ir.Constant(I32, 0))
-        s = b.shuffle_vector(s, ir.Constant(self.vi, ir.Undefined), ir.Constant(self.vi, [0] * self.L))
-        return b.icmp_signed("<", self.iota, s)
-
-    def load(self, p):
-        return self.b.load(p, typ=self.vf, align=4)
-
-    def store(self, v, p):
-        self.b.store(v, p, align=4)
-
-    def mload(self, p, mask, passthru=None):
-        f = self._intr(f"llvm.masked.load.v{self.L}f32.p0", self.vf, [PTR, I32, self.vm, self.vf])
-        return self.b.call(f, [p, ir.Constant(I32, 4), mask, passthru or self.zero])
-
-    def mstore(self, v, p, mask):
-        f = self._intr(f"llvm.masked.store.v{self.L}f32.p0", VOID, [self.vf, PTR, I32, self.vm])
-        self.b.call(f, [v, p, ir.Constant(I32, 4), mask])
-
-    def transpose(self, rows: list) -> list:
-        """Transpose L vectors of L lanes: log2(L) rounds of zipping row i with row i + L/2."""
-        b, L = self.b, self.L
-        lo = ir.Constant(self.vi, [j for t in range(L // 2) for j in (t, L + t)])
-        hi = ir.Constant(self.vi, [j for t in range(L // 2, L) for j in (t, L + t)])
-        for _ in range(L.bit_length() - 1):
-            nxt = []
-            for i in range(L // 2):
-                nxt += [b.shuffle_vector(rows[i], rows[i + L // 2], lo),
-                        b.shuffle_vector(rows[i], rows[i + L // 2], hi)]
-            rows = nxt
-        return rows
-
-    def fma(self, a, x, c):
-        """a*x + c; fused where the target has FMA (llvm.fmuladd), never a libm call."""
-        f = self._intr(f"llvm.fmuladd.v{self.L}f32", self.vf, [self.vf] * 3)
-        return self.b.call(f, [a, x, c])
-
-    def _unary(self, name, x):
-        f = self._intr(f"llvm.{name}.v{self.L}f32", self.vf, [self.vf])
-        return self.b.call(f, [x])
-
-    def fabs(self, x):
-        return self._unary("fabs", x)
-
-    def copysign(self, mag, sign):
-        f = self._intr(f"llvm.copysign.v{self.L}f32", self.vf, [self.vf, self.vf])
-        return self.b.call(f, [mag, sign])
-
-    def lt(self, x, y):
-        return self.b.fcmp_ordered("<", x, y)
-
-    def clamp_lo(self, x, lo):     # NaN passes through, as np.maximum propagates it
-        return self.b.select(self.lt(x, lo), lo, x)
-
-    def clamp_hi(self, x, hi):
-        return self.b.select(self.lt(hi, x), hi, x)
-
-    def horner(self, coeffs, t):
-        acc = self.const(coeffs[-1])
-        for c in coeffs[-2::-1]:
-            acc = self.fma(acc, t, self.const(c))
-        return acc
-
-    # ---- transcendental functions, vectorized, no libm calls
-    def exp(self, x):
-        """e^x as e^r * 2^n, n = rint(x/ln2), |r| <= ln2/2; ~1 ulp. Results below the smallest
-        normal float are 0, above the largest +inf; NaN stays NaN."""
-        b = self.b
-        xin = x
-        x = self.clamp_hi(self.clamp_lo(x, self.const(-87.3)), self.const(88.0))
-        magic = 12582912.0    # 1.5 * 2^23: adding it rounds to an integer kept in the low mantissa
-        t = self.fma(x, self.const(1.4426950408889634), self.const(magic))
-        n = b.fsub(t, self.const(magic))
-        r = self.fma(n, self.const(-0.693359375), x)            # Cody-Waite: ln2 = hi + lo
-        r = self.fma(n, self.const(2.12194440e-4), r)
-        p = self.horner(_EXP_P, r)
-        ni = b.sub(b.bitcast(t, self.vi), ir.Constant(self.vi, [0x4B400000] * self.L))
-        scale = b.bitcast(b.shl(b.add(ni, ir.Constant(self.vi, [127] * self.L)),
-                                ir.Constant(self.vi, [23] * self.L)), self.vf)
-        r = b.fmul(p, scale)
-        r = b.select(self.lt(self.const(88.72284), xin), self.const(math.inf), r)
-        return b.select(self.lt(xin, self.const(-87.33654)), self.zero, r)
-
-    def sigmoid(self, x):
-        b = self.b
-        return b.fdiv(self.const(1.0), b.fadd(self.const(1.0), self.exp(b.fsub(self.zero, x))))
-
-    def tanh(self, x):
-        """x*P(x^2) below 0.625 (no cancellation), 1 - 2/(e^2|x| + 1) above; sign restored."""
-        b = self.b
-        a = self.fabs(x)
-        small = self.lt(a, self.const(0.625))
-        p = b.fmul(a, self.horner(_TANH_P, b.fmul(a, a)))
-        e = self.exp(b.fmul(self.const(2.0), self.clamp_hi(a, self.const(9.0))))
-        big = b.fsub(self.const(1.0), b.fdiv(self.const(2.0), b.fadd(e, self.const(1.0))))
-        return self.copysign(b.select(small, p, big), x)
-
-    def erfc_nonneg(self, u, u2=None):
-        """erfc(u) for u >= 0, with relative accuracy: 1 - u*P(u^2) below 1, else
-        e^(-u^2) * G(1/u) / u. ``u2`` = (hi, lo) with hi + lo = u^2 to more than float precision
-        (an error d in u^2 scales e^(-u^2) by 1 - d, and u^2 reaches 100)."""
-        b = self.b
-        one = self.const(1.0)
-        small = self.lt(u, one)
-        e_small = b.fsub(one, b.fmul(u, self.horner(_ERF_P, b.fmul(u, u))))
-        ul = self.clamp_lo(u, one)
-        w = b.fdiv(one, ul)
-        if u2 is None:
-            hi = b.fmul(ul, ul)
-            lo = self.fma(ul, ul, b.fsub(self.zero, hi))   # exact with FMA hardware, 0 without
-        else:
-            hi, lo = u2
-        ex = b.fmul(self.exp(b.fsub(self.zero, hi)), b.fsub(one, lo))
-        e_big = b.fmul(b.fmul(ex, self.horner(_ERFC_P, w)), w)
-        e_big = b.select(self.lt(ul, self.const(10.0)), e_big, self.zero)
-        return b.select(small, e_small, e_big)
-
-    def gelu(self, x):
-        """0.5*x*(1 + erf(x/sqrt2)) = 0.5*x*(2 - erfc(u)) for x >= 0, 0.5*x*erfc(|u|) below.
-        u^2 = x^2/2 is formed from x (hi + lo by FMA) rather than from the rounded u."""
-        b = self.b
-        u = self.fabs(b.fmul(x, self.const(0.7071067811865476)))
-        xx = b.fmul(x, x)
-        xx_lo = self.fma(x, x, b.fsub(self.zero, xx))
-        half = self.const(0.5)
-        e = self.erfc_nonneg(u, (b.fmul(half, xx), b.fmul(half, xx_lo)))
-        f = b.select(self.lt(x, self.zero), e, b.fsub(self.const(2.0), e))
-        return b.fmul(b.fmul(half, x), f)
-
-    def gelu_tanh(self, x):
-        """0.5*x*(1 + tanh(z)) = x*sigmoid(2z), z = sqrt(2/pi)*(x + 0.044715*x^3): no cancellation."""
-        b = self.b
-        x3 = b.fmul(b.fmul(x, x), x)
-        z2 = b.fmul(self.const(2 * 0.7978845608028654), self.fma(self.const(0.044715), x3, x))
-        return b.fmul(x, self.sigmoid(z2))
-
-    def activation(self, ep: Epilogue, v):
-        b = self.b
-        a = ep.activation
-        if a == "none":
-            return v
-        if a == "relu":
-            return b.select(self.lt(v, self.zero), self.zero, v)
-        if a == "clip":
-            if ep.alpha != -math.inf:
-                v = self.clamp_lo(v, self.const(ep.alpha))
-            if ep.beta != math.inf:
-                v = self.clamp_hi(v, self.const(ep.beta))
-            return v
-        if a == "leaky_relu":
-            return b.select(self.lt(v, self.zero), b.fmul(v, self.const(ep.alpha)), v)
-        if a == "sigmoid":
-            return self.sigmoid(v)
-        if a == "tanh":
-            return self.tanh(v)
-        if a == "gelu":
-            return self.gelu(v)
-        if a == "gelu_tanh":
-            return self.gelu_tanh(v)
-        if a == "silu":
-            return b.fmul(v, self.sigmoid(v))
-        raise CompileError(f"unknown GEMM epilogue activation {a!r}")
-
-
 # ----------------------------------------------------------------------------- emitters
-def _function(mod, name, args, internal=True, noinline=False):
-    fn = ir.Function(mod, ir.FunctionType(VOID, args), name)
-    if internal:
-        fn.linkage = "internal"
-    fn.attributes.add("nounwind")
-    if noinline:
-        fn.attributes.add("noinline")
-    return fn, ir.IRBuilder(fn.append_basic_block("entry"))
-
 
 class _GemmEmitter:
     def __init__(self, mod: ir.Module, kernel: "GemmKernel"):
@@ -512,7 +200,7 @@ class _GemmEmitter:
     def pack_a(self):
         """``void pack_a(ptr A, i64 lda, ptr Ap, i64 mc, i64 kc)``: Ap[p][k][0:MR] = A[p*MR+i, k]."""
         MR = self.cfg.mr
-        fn, b = _function(self.mod, self.p + ".pack_a", [PTR, I64, PTR, I64, I64], noinline=True)
+        fn, b = function(self.mod, self.p + ".pack_a", [PTR, I64, PTR, I64, I64], noinline=True)
         A, lda, Ap, mc, kc = fn.args
         A.add_attribute("noalias")
         Ap.add_attribute("noalias")
@@ -565,7 +253,7 @@ class _GemmEmitter:
     def pack_b(self):
         """``void pack_b(ptr B, i64 ldb, ptr Bp, i64 kc, i64 nc)``: Bp[q][k][0:NR] = B[k, q*NR+j]."""
         NR, L = self.cfg.nr, self.L
-        fn, b = _function(self.mod, self.p + ".pack_b", [PTR, I64, PTR, I64, I64], noinline=True)
+        fn, b = function(self.mod, self.p + ".pack_b", [PTR, I64, PTR, I64, I64], noinline=True)
         B, ldb, Bp, kc, nc = fn.args
         B.add_attribute("noalias")
         Bp.add_attribute("noalias")
@@ -600,7 +288,7 @@ class _GemmEmitter:
         an MR-wide packed panel; kernels with rows < MR serve the last panel of a short M."""
         cfg, L = self.cfg, self.L
         MR, NR, U, NV = cfg.mr, cfg.nr, cfg.unroll, cfg.nr // L
-        fn, b = _function(self.mod, f"{self.p}.ukr{rows}", [I64, PTR, PTR, PTR, I64, I64, I64, I32],
+        fn, b = function(self.mod, f"{self.p}.ukr{rows}", [I64, PTR, PTR, PTR, I64, I64, I64, I32],
                           noinline=True)   # noinline: register allocation stays local to the tile
         kc, Ap, Bp, C, ldc, m_eff, n_eff, accum = fn.args
         Ap.add_attribute("noalias")
@@ -651,7 +339,7 @@ class _GemmEmitter:
         """``void epi(ptr C, i64 ldc, i64 m, i64 n, ptr bias, ptr R, i64 ldr)``: the fused epilogue
         over an m x n block of C in place. NULL bias/R: their masked loads touch nothing."""
         L = self.L
-        fn, b = _function(self.mod, self.p + ".epi", [PTR, I64, I64, I64, PTR, PTR, I64], noinline=True)
+        fn, b = function(self.mod, self.p + ".epi", [PTR, I64, I64, I64, PTR, PTR, I64], noinline=True)
         C, ldc, m, n, bias, R, ldr = fn.args
         vo = VecOps(b, L)
         has_bias = b.icmp_unsigned("!=", b.ptrtoint(bias, I64), i64(0))
@@ -689,7 +377,7 @@ class _GemmEmitter:
         # B rows per pass: more rows mean fewer passes over C, but each needs a register for a
         # broadcast of A per row of C
         L, KB = self.L, (self.cfg.gemv_kb if rows == 1 else max(2, self.cfg.gemv_kb // 2))
-        fn, b = _function(self.mod, f"{self.p}.gemv{rows}",
+        fn, b = function(self.mod, f"{self.p}.gemv{rows}",
                           [PTR, I64, I64, PTR, I64, PTR, I64, I64, I64, I32], noinline=True)
         A, rsa, csa, B, ldb, C, ldc, N, K, accum = fn.args
         vo = VecOps(b, L)
@@ -739,7 +427,7 @@ class _GemmEmitter:
         accumulators hide the FMA latency when rows*NR/L is small."""
         L, NR = self.L, self.cfg.nr
         NV, H = NR // L, 2
-        fn, b = _function(self.mod, f"{self.p}.gemvp{rows}",
+        fn, b = function(self.mod, f"{self.p}.gemvp{rows}",
                           [PTR, I64, I64, PTR, PTR, I64, I64, I64, I32], noinline=True)
         A, rsa, csa, Bp, C, ldc, N, K, accum = fn.args
         do_acc = b.icmp_unsigned("!=", accum, ir.Constant(I32, 0))
@@ -798,7 +486,7 @@ class _GemmEmitter:
         i64 ldb, i64 ldr, i64 ldc, ptr ws)``: one GEMM on the calling thread; ws 64-byte aligned."""
         cfg, k = self.cfg, self.k
         MR, NR, KC, MC, NC = cfg.mr, cfg.nr, cfg.kc, cfg.mc, cfg.nc
-        fn, b = _function(self.mod, self.p + ".serial",
+        fn, b = function(self.mod, self.p + ".serial",
                           [PTR, PTR, PTR, PTR, PTR, I64, I64, I64, I64, I64, I64, I64, PTR])
         A, B, bias, R, C, M, N, K, lda, ldb, ldr, ldc, ws = fn.args
         # the last panel of A gets a kernel with fewer rows when it is short (M = 128 with MR = 14
@@ -938,7 +626,7 @@ class _GemmEmitter:
         panels) or M (MR rows), whichever balances better and packs less twice."""
         cfg, k = self.cfg, self.k
         MR, NR = cfg.mr, cfg.nr
-        fn, b = _function(self.mod, self.p + ".worker", [I64, I64, PTR])
+        fn, b = function(self.mod, self.p + ".worker", [I64, I64, PTR])
         tid, nth, ctx = fn.args
         names = "A B bias R C M N K lda ldb ldr ldc batch sa sb sr sc ws".split()
         f = {n: threads.load_ctx(b, ctx, i, PTR if n in ("A", "B", "bias", "R", "C", "ws") else I64)
@@ -946,8 +634,7 @@ class _GemmEmitter:
         A, B, bias, R, C = f["A"], f["B"], f["bias"], f["R"], f["C"]
         M, N, K, batch = f["M"], f["N"], f["K"], f["batch"]
         lda, ldb, ldr, ldc = f["lda"], f["ldb"], f["ldr"], f["ldc"]
-        wsi = b.and_(b.add(b.ptrtoint(f["ws"], I64), i64(63)), i64(-64))
-        ws = fptr(b, b.inttoptr(wsi, PTR), b.mul(tid, self.ws_stride(b, M, N, K)))
+        ws = fptr(b, align_up(b, f["ws"]), b.mul(tid, self.ws_stride(b, M, N, K)))
 
         def call(t, m0, m1, n0, n1):
             a = fptr(b, A, b.mul(t, f["sa"]))
@@ -987,12 +674,7 @@ class _GemmEmitter:
                     cost_n = b.add(cost_n, b.mul(b.mul(cn, i64(NR)), K))
                 split_m = b.and_(b.icmp_signed("<", cost_m, cost_n),
                                  b.icmp_signed(">=", M, i64(cfg.small_m)))
-                m0, m1 = threads.split_range(b, M, tid, nth, MR)
-                n0, n1 = threads.split_range(b, N, tid, nth, NR)
-                m0 = b.select(split_m, m0, zero)
-                m1 = b.select(split_m, m1, M)
-                n0 = b.select(split_m, zero, n0)
-                n1 = b.select(split_m, N, n1)
+                m0, m1, n0, n1 = split_rows_or_columns(b, split_m, M, N, tid, nth, MR, NR)
                 with for_range(b, 0, batch, 1, "t") as t:
                     call(t, m0, m1, n0, n1)
         b.ret_void()
@@ -1001,7 +683,7 @@ class _GemmEmitter:
     def entry(self):
         k = self.k
         args = [PTR] * 5 + [I64] * 12 + [PTR, I64]
-        fn, b = _function(self.mod, self.p, args, internal=False)
+        fn, b = function(self.mod, self.p, args, internal=False)
         names = "A B bias R C M N K lda ldb ldr ldc batch sa sb sr sc ws nthreads".split()
         for a, n in zip(fn.args, names):
             a.name = n
@@ -1038,13 +720,7 @@ class PackedB:
     @property
     def batch_stride(self) -> int:
         """Elements between packed batch items (the ABI's ``sb``)."""
-        return _round_up(self.n, self.nr) * self.k
-
-
-def _aligned_empty(n: int, align: int = 64) -> np.ndarray:
-    raw = np.empty(n + align // 4, np.float32)
-    off = (-raw.ctypes.data % align) // 4
-    return raw[off:off + n]
+        return round_up_to(self.n, self.nr) * self.k
 
 
 def pack_b(b: np.ndarray, nr: int, trans_b: bool = False) -> PackedB:
@@ -1059,18 +735,19 @@ def pack_b(b: np.ndarray, nr: int, trans_b: bool = False) -> PackedB:
     if trans_b:
         b3 = b3.transpose(0, 2, 1)
     nb, K, N = b3.shape
-    Np = _round_up(N, nr)
+    Np = round_up_to(N, nr)
     padded = np.zeros((nb, K, Np), np.float32)
     padded[:, :, :N] = b3
     panels = padded.reshape(nb, K, Np // nr, nr).transpose(0, 2, 1, 3)   # (batch, q, k, nr)
-    data = _aligned_empty(max(panels.size, 1))
+    data = aligned_zeros(max(panels.size, 1), np.float32)
     data[:panels.size] = panels.ravel()
     return PackedB(data, K, N, nr, nb if batched else None)
 
 
 @dataclass(eq=False)
-class GemmKernel:
+class GemmKernel(NativeKernel):
     """One GEMM variant: tile/blocking, epilogue, operand forms, threading."""
+    cache_prefix = "gemm|"
     config: GemmConfig = field(default_factory=GemmConfig.for_host)
     epilogue: Epilogue = field(default_factory=Epilogue)
     packed_b: bool = False
@@ -1085,13 +762,7 @@ class GemmKernel:
                 f"tb{int(self.trans_b)}par{int(self.parallel)}")
 
     def emit(self, mod: ir.Module) -> ir.Function:
-        """Add the entry function ``self.name`` (and its internal helpers) to ``mod``."""
         return _GemmEmitter(mod, self).entry()
-
-    def ir(self) -> str:
-        mod = ir.Module(name=self.name)
-        self.emit(mod)
-        return str(mod)
 
     def pack_b(self, b: np.ndarray) -> PackedB:
         return pack_b(b, self.config.nr, self.trans_b)
@@ -1100,18 +771,8 @@ class GemmKernel:
         return workspace_bytes(self.config, M, N, K, num_threads, self.packed_b)
 
     def build(self, cache=True, target: tuple[str, str] | None = None) -> "CompiledGemm":
-        """Compile (through the object cache unless ``cache`` is False) and wrap for numpy.
-
-        ``target``: (LLVM CPU name, feature string) to compile for another CPU than the host,
-        e.g. ``("haswell", "+avx2,+fma,...")`` to run the 8-lane kernel as an AVX2-only machine
-        would; bypasses the cache."""
-        from . import cache as object_cache
-        text = self.ir()       # emitting a parallel kernel registers the thread pool
-        if target is not None:
-            lib = object_cache.jit(text, *target)
-        else:
-            lib = object_cache.compile_cached(text, options="gemm|" + self.tag, cache=cache)
-        return CompiledGemm(self, lib)
+        """Compile (``NativeKernel.compile``: cached, or for another CPU) and wrap for numpy."""
+        return CompiledGemm(self, self.compile(cache, target))
 
 
 _VP, _I64 = ctypes.c_void_p, ctypes.c_int64

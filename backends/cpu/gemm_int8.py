@@ -43,7 +43,7 @@ Generated-code ABI (``QGemmKernel.emit`` adds one external function ``kernel.nam
   (1.0); mult: float32[N] (unused for int32 output); ibias int32[N] / fbias float32[N] or
   NULL; params: float32[4] = post, alpha, beta, yzp (NULL for int32/float32 outputs without
   activation parameters).
-- Threads (libgomp) split M in MR-row tiles, or N in NR panels when M is short.
+- Threads (the pool of threads.py) split M in MR-row tiles, or N in NR panels when M is short.
 """
 from __future__ import annotations
 
@@ -58,21 +58,12 @@ import numpy as np
 from irgraph.errors import CompileError, InputError
 
 from . import llvm_target, threads
-from .gemm import VecOps, carried_loop, fptr, for_range, i64, if_then, imin
-
-I1 = ir.IntType(1)
-I8 = ir.IntType(8)
-I16 = ir.IntType(16)
-I32 = ir.IntType(32)
-I64 = ir.IntType(64)
-F32 = ir.FloatType()
-PTR = ir.PointerType()
-VOID = ir.VoidType()
+from .native_kernel import NativeKernel, aligned_zeros, round_up_to
+from .vector_ir import (ACTIVATIONS, F32, I8, I16, I32, I64, PTR, VecOps, carried_loop, fptr, for_range,
+                        function, i64, if_then, imin, is_null, keep_null, split_rows_or_columns)
 
 ISAS = ("vnni", "madd")
 OUTS = ("i32", "f32", "u8", "s8")
-ACTIVATIONS = ("none", "relu", "clip", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh", "silu")
-OUT_RANGE = {"u8": (0.0, 255.0), "s8": (-128.0, 127.0)}
 OUT_NP = {"i32": np.int32, "f32": np.float32, "u8": np.uint8, "s8": np.int8}
 
 
@@ -127,13 +118,6 @@ class QGemmConfig:
 
 
 # ----------------------------------------------------------------------------- packing
-def _aligned(n: int, dtype, align: int = 64) -> np.ndarray:
-    item = np.dtype(dtype).itemsize
-    raw = np.zeros(n + align // item + 1, dtype)
-    off = (-raw.ctypes.data % align) // item
-    return raw[off:off + n]
-
-
 def pack_b(w: np.ndarray, cfg: QGemmConfig) -> np.ndarray:
     """Pack an int8 (K, N) matrix, K a multiple of 4 (already in the kernel's k order), into
     zero-padded NR-column panels for ``cfg``'s instruction set; 64-byte aligned."""
@@ -143,16 +127,16 @@ def pack_b(w: np.ndarray, cfg: QGemmConfig) -> np.ndarray:
                          actual=f"{w.dtype} {w.shape}")
     K, N = w.shape
     nr = cfg.nr
-    Np = -(-N // nr) * nr
+    Np = round_up_to(N, nr)
     z = np.zeros((K, Np), np.int8)
     z[:, :N] = w
     G, Q = K // 4, Np // nr
     if cfg.isa == "vnni":
         p = z.reshape(G, 4, Q, nr).transpose(2, 0, 3, 1)           # (q, g, j, 4)
-        out = _aligned(p.size, np.int8)
+        out = aligned_zeros(p.size, np.int8)
     else:
         p = z.astype(np.int16).reshape(G, 2, 2, Q, nr).transpose(3, 0, 1, 4, 2)   # (q, g, h, j, 2)
-        out = _aligned(p.size, np.int16)
+        out = aligned_zeros(p.size, np.int16)
     out[:] = p.ravel()
     return out
 
@@ -163,8 +147,9 @@ def panel_bytes(cfg: QGemmConfig, K: int) -> int:
 
 # ----------------------------------------------------------------------------- the kernel
 @dataclass(eq=False)
-class QGemmKernel:
+class QGemmKernel(NativeKernel):
     """One int8 GEMM variant: tile, output type, activation, A signedness, threading."""
+    cache_prefix = "qgemm|"
     config: QGemmConfig = field(default_factory=QGemmConfig.for_host)
     out: str = "i32"
     activation: str = "none"
@@ -187,36 +172,9 @@ class QGemmKernel:
     def emit(self, mod: ir.Module) -> ir.Function:
         return _Emitter(mod, self).entry()
 
-    def ir(self) -> str:
-        mod = ir.Module(name=self.name)
-        self.emit(mod)
-        return str(mod)
-
     def build(self, cache=True, target: tuple[str, str] | None = None) -> "CompiledQGemm":
-        """Compile and wrap for numpy; ``target`` = (cpu, features) compiles for another CPU."""
-        from . import cache as object_cache
-        text = self.ir()
-        if self.parallel:
-            threads.ensure_pool()
-        if target is not None:
-            lib = object_cache.jit(text, *target)
-        else:
-            lib = object_cache.compile_cached(text, options="qgemm|" + self.tag, cache=cache)
-        return CompiledQGemm(self, lib)
-
-
-def _function(mod, name, args, internal=True, noinline=False):
-    fn = ir.Function(mod, ir.FunctionType(VOID, args), name)
-    if internal:
-        fn.linkage = "internal"
-    fn.attributes.add("nounwind")
-    if noinline:
-        fn.attributes.add("noinline")
-    return fn, ir.IRBuilder(fn.append_basic_block("entry"))
-
-
-def _isnull(b, p):
-    return b.icmp_unsigned("==", b.ptrtoint(p, I64), i64(0))
+        """Compile (``NativeKernel.compile``: cached, or for another CPU) and wrap for numpy."""
+        return CompiledQGemm(self, self.compile(cache, target))
 
 
 class _Emitter:
@@ -225,32 +183,17 @@ class _Emitter:
         self.L = self.cfg.lanes
         self.vi = ir.VectorType(I32, self.L)
         self.vf = ir.VectorType(F32, self.L)
-        self.vm = ir.VectorType(I1, self.L)
         self.p = k.name
 
     def _intr(self, name, ret, args):
         return threads.declare(self.mod, name, ret, args)
 
-    # -- vector helpers ---------------------------------------------------------------------
-    def splat_i32(self, b, x):
-        v = b.insert_element(ir.Constant(self.vi, ir.Undefined), x, ir.Constant(I32, 0))
-        return b.shuffle_vector(v, ir.Constant(self.vi, ir.Undefined), ir.Constant(self.vi, [0] * self.L))
-
-    def mload_i32(self, b, p, mask):
-        f = self._intr(f"llvm.masked.load.v{self.L}i32.p0", self.vi, [PTR, I32, self.vm, self.vi])
-        return b.call(f, [p, ir.Constant(I32, 4), mask, ir.Constant(self.vi, None)])
-
-    def mstore(self, b, v, p, mask, align):
-        vt = v.type
-        suffix = f"v{self.L}{'f32' if vt.element == F32 else 'i' + str(vt.element.width)}"
-        f = self._intr(f"llvm.masked.store.{suffix}.p0", VOID, [vt, PTR, I32, self.vm])
-        b.call(f, [v, p, ir.Constant(I32, align), mask])
-
-    def dot(self, b, acc, a32, bvec):
+    def dot(self, vo: VecOps, acc, a32, bvec):
         """acc + the products of one group (4 k) of A (an i32 of 4 bytes) and a B vector."""
+        b = vo.b
         if self.cfg.isa == "vnni":
             f = self._intr("llvm.x86.avx512.vpdpbusd.512", self.vi, [self.vi, self.vi, self.vi])
-            return b.call(f, [acc, self.splat_i32(b, a32), bvec])
+            return b.call(f, [acc, vo.splat_i32(a32), bvec])
         # madd: bvec is (lo, hi) vectors of 2L i16; A's bytes widened to two i32 = (b0 | b1 << 16),
         # (b2 | b3 << 16) and broadcast
         lo = b.or_(b.and_(a32, ir.Constant(I32, 0xFF)), b.shl(b.and_(a32, ir.Constant(I32, 0xFF00)),
@@ -262,7 +205,7 @@ class _Emitter:
                 4: "llvm.x86.sse2.pmadd.wd"}[self.L]
         f = self._intr(name, self.vi, [v16, v16])
         for half, a in ((0, lo), (1, hi)):
-            av = b.bitcast(self.splat_i32(b, a), v16)
+            av = b.bitcast(vo.splat_i32(a), v16)
             acc = b.add(acc, b.call(f, [av, bvec[half]]))
         return acc
 
@@ -274,15 +217,16 @@ class _Emitter:
         cfg, L, k = self.cfg, self.L, self.k
         MR, NR = cfg.mr, cfg.nr
         NV = NR // L
-        fn, b = _function(self.mod, self.p + ".ukr",
+        fn, b = function(self.mod, self.p + ".ukr",
                           [PTR, PTR, I64, I64, PTR, PTR, I64, I64, I64, PTR, I32, F32, PTR, PTR, PTR, PTR],
                           noinline=True)
         (rowp, tapoff, T, KG, Bp, C, ldc, m_eff, n_eff, colsum, xzp, xs, mult, ibias, fbias,
          params) = fn.args
         Bp.add_attribute("noalias")
+        vo = VecOps(b, L)
         rows = [b.load(fptr(b, rowp, i, I64), typ=I64) for i in range(MR)]
         gb = cfg.group_bytes
-        no_taps = _isnull(b, tapoff)
+        no_taps = is_null(b, tapoff)
         flip = ir.Constant(I32, 0x80808080)
 
         def tap_body(t, accs):
@@ -307,7 +251,7 @@ class _Emitter:
                     if k.a_signed:
                         a = b.xor(a, flip)
                     for v in range(NV):
-                        out[i * NV + v] = self.dot(b, accs[i * NV + v], a, bv[v])
+                        out[i * NV + v] = self.dot(vo, accs[i * NV + v], a, bv[v])
                 return out
             return carried_loop(b, 0, KG, 1, accs, group, "g")
 
@@ -322,11 +266,11 @@ class _Emitter:
         cfg, L, k = self.cfg, self.L, self.k
         MR, NV = cfg.mr, cfg.nr // L
         vo = VecOps(b, L)
-        none = ir.Constant(self.vm, [0] * L)
+        none = vo.none
         masks = [vo.mask(b.sub(n_eff, i64(v * L))) for v in range(NV)]
         has_cs, has_ib, has_fb = (b.icmp_unsigned("!=", b.ptrtoint(p, I64), i64(0))
                                   for p in (colsum, ibias, fbias))
-        xzv = self.splat_i32(b, xzp)
+        xzv = vo.splat_i32(xzp)
         esize = {"i32": 4, "f32": 4, "u8": 1, "s8": 1}[k.out]
         pvals = None
         if k.out in ("u8", "s8") or k.activation in ("clip", "leaky_relu"):
@@ -339,8 +283,8 @@ class _Emitter:
             return b.select(has, p, bp_any)
         for v in range(NV):
             m = masks[v]
-            cs = self.mload_i32(b, fptr(b, safe(colsum, has_cs), v * L, I32), b.select(has_cs, m, none))
-            ib = self.mload_i32(b, fptr(b, safe(ibias, has_ib), v * L, I32), b.select(has_ib, m, none))
+            cs = vo.masked_load(fptr(b, safe(colsum, has_cs), v * L, I32), b.select(has_cs, m, none), self.vi)
+            ib = vo.masked_load(fptr(b, safe(ibias, has_ib), v * L, I32), b.select(has_ib, m, none), self.vi)
             entry = {"corr": b.sub(ib, b.mul(xzv, cs))}
             if k.out != "i32":
                 entry["scale"] = b.fmul(vo.splat(xs), vo.mload(fptr(b, mult, v * L), m))
@@ -354,41 +298,18 @@ class _Emitter:
                 acc = b.add(accs[i * NV + v], col[v]["corr"])
                 p = fptr(b, crow, v * L, {1: I8, 4: I32}[esize])
                 if k.out == "i32":
-                    self.mstore(b, acc, p, m, 4)
+                    vo.masked_store(acc, p, m, 4)
                     continue
                 f = b.fadd(b.fmul(b.sitofp(acc, self.vf), col[v]["scale"]), col[v]["fbias"])
-                f = self.activation(b, vo, f, pvals)
+                f = vo.apply_activation(k.activation, f, *(pvals[1:3] if pvals else ()))
                 if k.out == "f32":
-                    self.mstore(b, f, p, m, 4)
+                    vo.masked_store(f, p, m, 4)
                     continue
-                lo, hi = OUT_RANGE[k.out]
                 if pvals is not None:
                     f = b.fmul(f, vo.splat(pvals[0]))
                 rint = self._intr(f"llvm.rint.v{L}f32", self.vf, [self.vf])
                 r = b.fadd(b.call(rint, [f]), vo.splat(pvals[3]))
-                r = vo.clamp_hi(vo.clamp_lo(r, vo.const(lo)), vo.const(hi))
-                q = b.trunc(b.fptosi(r, self.vi), ir.VectorType(I8, L))
-                self.mstore(b, q, p, m, 1)
-
-    def activation(self, b, vo: VecOps, f, pvals):
-        a = self.k.activation
-        if a == "none":
-            return f
-        if a == "relu":
-            return b.select(vo.lt(f, vo.zero), vo.zero, f)
-        if a == "clip":
-            return vo.clamp_hi(vo.clamp_lo(f, vo.splat(pvals[1])), vo.splat(pvals[2]))
-        if a == "leaky_relu":
-            return b.select(vo.lt(f, vo.zero), b.fmul(f, vo.splat(pvals[1])), f)
-        if a == "sigmoid":
-            return vo.sigmoid(f)
-        if a == "tanh":
-            return vo.tanh(f)
-        if a == "gelu":
-            return vo.gelu(f)
-        if a == "gelu_tanh":
-            return vo.gelu_tanh(f)
-        return b.fmul(f, vo.sigmoid(f))    # silu
+                vo.masked_store(vo.to_8bit(r, k.out == "s8"), p, m, 1)
 
     # -- drivers ----------------------------------------------------------------------------
     def serial(self, ukr):
@@ -396,17 +317,17 @@ class _Emitter:
         [n0, n1) of the call whose arguments ``ctx`` holds."""
         cfg, k = self.cfg, self.k
         MR, NR, NC = cfg.mr, cfg.nr, cfg.nc
-        fn, b = _function(self.mod, self.p + ".serial", [PTR, I64, I64, I64, I64])
+        fn, b = function(self.mod, self.p + ".serial", [PTR, I64, I64, I64, I64])
         ctx, m0, m1, n0, n1 = fn.args
         f = self._ctx_fields(b, ctx)
         rowp = b.alloca(I64, size=i64(MR), name="rowp")
         esize = {"i32": 4, "f32": 4, "u8": 1, "s8": 1}[k.out]
-        no_rowoff = _isnull(b, f["rowoff"])
+        no_rowoff = is_null(b, f["rowoff"])
         abase = b.ptrtoint(f["A"], I64)
-        xzp = b.select(_isnull(b, f["xzp"]), ir.Constant(I32, 0),
-                       b.load(b.select(_isnull(b, f["xzp"]), f["A"], f["xzp"]), typ=I32))
-        xs = b.select(_isnull(b, f["xscale"]), ir.Constant(F32, 1.0),
-                      b.load(b.select(_isnull(b, f["xscale"]), f["A"], f["xscale"]), typ=F32))
+        xzp = b.select(is_null(b, f["xzp"]), ir.Constant(I32, 0),
+                       b.load(b.select(is_null(b, f["xzp"]), f["A"], f["xzp"]), typ=I32))
+        xs = b.select(is_null(b, f["xscale"]), ir.Constant(F32, 1.0),
+                      b.load(b.select(is_null(b, f["xscale"]), f["A"], f["xscale"]), typ=F32))
         pstride = b.mul(b.mul(f["T"], f["KG"]), i64(cfg.group_bytes))
         last = b.sub(f["M"], i64(1))
         with for_range(b, n0, n1, NC, "jc") as jc:
@@ -422,15 +343,11 @@ class _Emitter:
                     cp = fptr(b, f["C"], b.mul(b.add(b.mul(i0, f["ldc"]), j), i64(esize)), I8)
                     b.call(ukr, [rowp, f["tapoff"], f["T"], f["KG"], bp, cp, f["ldc"],
                                  b.sub(m1, i0), b.sub(imin(b, n1, f["N"]), j),
-                                 self._keep_null(b, f["colsum"], j, I32), xzp, xs,
-                                 fptr(b, f["mult"], j), self._keep_null(b, f["ibias"], j, I32),
-                                 self._keep_null(b, f["fbias"], j, F32), f["params"]])
+                                 keep_null(b, f["colsum"], j, I32), xzp, xs,
+                                 fptr(b, f["mult"], j), keep_null(b, f["ibias"], j, I32),
+                                 keep_null(b, f["fbias"], j, F32), f["params"]])
         b.ret_void()
         return fn
-
-    @staticmethod
-    def _keep_null(b, p, idx, ety):
-        return b.select(_isnull(b, p), p, fptr(b, p, idx, ety))
 
     NAMES = "A lda rowoff tapoff T KG Bp C ldc M N colsum xzp xscale mult ibias fbias params".split()
     PTRS = {"A", "rowoff", "tapoff", "Bp", "C", "colsum", "xzp", "xscale", "mult", "ibias", "fbias", "params"}
@@ -443,19 +360,14 @@ class _Emitter:
         """``worker(i64 tid, i64 nthreads, ptr ctx)``: MR-aligned row ranges when there are at
         least two row tiles per thread, else NR-aligned column ranges."""
         cfg = self.cfg
-        fn, b = _function(self.mod, self.p + ".worker", [I64, I64, PTR])
+        fn, b = function(self.mod, self.p + ".worker", [I64, I64, PTR])
         tid, nth, ctx = fn.args
         M = threads.load_ctx(b, ctx, self.NAMES.index("M"))
         N = threads.load_ctx(b, ctx, self.NAMES.index("N"))
         mt = b.sdiv(b.add(M, i64(cfg.mr - 1)), i64(cfg.mr))
         nt = b.sdiv(b.add(N, i64(cfg.nr - 1)), i64(cfg.nr))
         by_rows = b.or_(b.icmp_signed(">=", mt, b.mul(nth, i64(2))), b.icmp_signed("<", nt, nth))
-        m0, m1 = threads.split_range(b, M, tid, nth, cfg.mr)
-        n0, n1 = threads.split_range(b, N, tid, nth, cfg.nr)
-        m0 = b.select(by_rows, m0, i64(0))
-        m1 = b.select(by_rows, m1, M)
-        n0 = b.select(by_rows, i64(0), n0)
-        n1 = b.select(by_rows, N, n1)
+        m0, m1, n0, n1 = split_rows_or_columns(b, by_rows, M, N, tid, nth, cfg.mr, cfg.nr)
         with if_then(b, b.and_(b.icmp_signed("<", m0, m1), b.icmp_signed("<", n0, n1)), "part"):
             b.call(serial, [ctx, m0, m1, n0, n1])
         b.ret_void()
@@ -464,7 +376,7 @@ class _Emitter:
     def entry(self):
         k = self.k
         args = [PTR, I64, PTR, PTR, I64, I64, PTR, PTR, I64, I64, I64] + [PTR] * 7 + [I64]
-        fn, b = _function(self.mod, self.p, args, internal=False)
+        fn, b = function(self.mod, self.p, args, internal=False)
         for a, n in zip(fn.args, self.NAMES + ["nthreads"]):
             a.name = n
         worker = self.worker(self.serial(self.ukernel()))

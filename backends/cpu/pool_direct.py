@@ -23,7 +23,8 @@ import numpy as np
 from irgraph.errors import CompileError
 
 from . import threads
-from .gemm import F32, I32, I64, PTR, VecOps, _function, for_range, fptr, i64
+from .native_kernel import NativeKernel
+from .vector_ir import F32, I32, I64, PTR, VecOps, for_range, fptr, function, i64
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class PoolGeometry:
 
 
 @dataclass(eq=False)
-class MaxPool2d:
+class MaxPool2d(NativeKernel):
     geom: PoolGeometry
     lanes: int = 16
     parallel: bool = True
@@ -66,7 +67,7 @@ class MaxPool2d:
         # column span read per output vector: (L-1)*sw + (KW-1)*dw + 1 values, in whole vectors
         span = (L - 1) * g.sw + (g.kw - 1) * g.dw + 1
         nchunk = -(-span // L)
-        fn, b = _function(mod, self.name + ".rows", [PTR, PTR, I64, I64], noinline=True)
+        fn, b = function(mod, self.name + ".rows", [PTR, PTR, I64, I64], noinline=True)
         x, out, p0, p1 = fn.args
         vo = VecOps(b, L)
         vf = vo.vf
@@ -75,10 +76,6 @@ class MaxPool2d:
 
         def vmax(a, c):
             return b.call(maximum, [a, c])
-
-        def splat_i(v):
-            s = b.insert_element(ir.Constant(vo.vi, ir.Undefined), b.trunc(v, I32), ir.Constant(I32, 0))
-            return b.shuffle_vector(s, ir.Constant(vo.vi, ir.Undefined), ir.Constant(vo.vi, [0] * L))
 
         wide = ir.VectorType(F32, 2 * L)
         with for_range(b, p0, p1, 1, "p") as p:
@@ -96,7 +93,7 @@ class MaxPool2d:
                     base = b.sub(b.mul(j0, i64(g.sw)), i64(g.pl))
                     chunks = []
                     for c in range(nchunk):
-                        t = b.add(vo.iota, splat_i(b.add(base, i64(c * L))))
+                        t = b.add(vo.iota, vo.splat_i32(b.add(base, i64(c * L))))
                         inside = b.and_(b.icmp_signed(">=", t, ir.Constant(vo.vi, [0] * L)),
                                         b.icmp_signed("<", t, ir.Constant(vo.vi, [g.w] * L)))
                         acc = None
@@ -123,12 +120,12 @@ class MaxPool2d:
                     vo.mstore(res, fptr(b, orow, j0), vo.mask(b.sub(i64(g.ow), j0)))
         b.ret_void()
 
-        worker, wb = _function(mod, self.name + ".worker", [I64, I64, PTR])
+        worker, wb = function(mod, self.name + ".worker", [I64, I64, PTR])
         tid, nth, ctx = worker.args
         lo, hi = threads.split_range(wb, i64(g.planes), tid, nth)
         wb.call(fn, [threads.load_ctx(wb, ctx, 0, PTR), threads.load_ctx(wb, ctx, 1, PTR), lo, hi])
         wb.ret_void()
-        entry, eb = _function(mod, self.name, [PTR, PTR, I64], internal=False)
+        entry, eb = function(mod, self.name, [PTR, PTR, I64], internal=False)
         ctx = threads.store_ctx(eb, list(entry.args[:2]))
         if self.parallel and g.planes > 1 and g.planes * g.oh * g.ow >= self.parallel_min_outputs:
             nth = entry.args[2]
@@ -138,28 +135,26 @@ class MaxPool2d:
         eb.ret_void()
         return entry
 
-    def ir(self) -> str:
-        mod = ir.Module(name=self.name)
-        self.emit(mod)
-        return str(mod)
+    def build(self, cache=True, target: tuple[str, str] | None = None) -> "CompiledMaxPool":
+        """Compile (``NativeKernel.compile``: cached, or for another CPU) and wrap for numpy."""
+        return CompiledMaxPool(self, self.compile(cache, target))
 
-    def build(self, cache=True):
-        """A callable ``f(x, num_threads=1) -> out`` on float32 numpy arrays (tests, benchmarks)."""
+
+class CompiledMaxPool:
+    """``f(x, num_threads=1) -> out`` on float32 numpy arrays (tests, benchmarks)."""
+
+    def __init__(self, kernel: MaxPool2d, lib):
         import ctypes
+        self.kernel, self.lib = kernel, lib
+        self._fn = lib.cfunc(kernel.name, None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
 
-        from . import cache as object_cache
-        lib = object_cache.compile_cached(self.ir(), options=self.tag, cache=cache)
-        fn = lib.cfunc(self.name, None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
-        g = self.geom
-
-        def run(x, num_threads: int = 1):
-            x = np.ascontiguousarray(x, np.float32)
-            assert x.size == g.planes * g.h * g.w
-            out = np.empty(x.shape[:-2] + (g.oh, g.ow), np.float32)
-            fn(x.ctypes.data, out.ctypes.data, num_threads)
-            return out
-        run.lib = lib
-        return run
+    def __call__(self, x, num_threads: int = 1) -> np.ndarray:
+        g = self.kernel.geom
+        x = np.ascontiguousarray(x, np.float32)
+        assert x.size == g.planes * g.h * g.w
+        out = np.empty(x.shape[:-2] + (g.oh, g.ow), np.float32)
+        self._fn(x.ctypes.data, out.ctypes.data, num_threads)
+        return out
 
 
 def lower(ctx, x, plan, kernel, dest, num_threads: int, lanes: int) -> bool:
@@ -168,23 +163,17 @@ def lower(ctx, x, plan, kernel, dest, num_threads: int, lanes: int) -> bool:
     from irgraph import dtype as dt
 
     from ..kernel_ir import ExternCall
-    from ..lower_tensor import Generic, View
+    from .extern_operands import copy_back, dense_input, dense_output
     if len(kernel) != 2 or x.rank != 4 or x.dtype is not dt.float32 or plan.strides[1] not in (1, 2):
         return False
-    xv = ctx.force(x)
-    if not xv.contiguous:
-        buf = ctx.buffer("cont", xv.dtype, xv.shape, "temp")
-        cv = View.of(buf, ctx)
-        ctx.store(Generic(xv.shape, xv.dtype, ctx, xv.at, 0), cv)
-        xv = cv
-    out = dest if dest.contiguous else View.of(ctx.buffer("poolout", dt.float32, dest.shape, "temp"), ctx)
+    xv = dense_input(ctx, x)
+    out = dense_output(ctx, dest, "poolout")
     n, c, h, w = x.shape
     attrs = dict(planes=n * c, h=h, w=w, kh=kernel[0], kw=kernel[1], oh=plan.out[0], ow=plan.out[1],
                  sh=plan.strides[0], sw=plan.strides[1], dh=plan.dilations[0], dw=plan.dilations[1],
                  pt=plan.pads_begin[0], pl=plan.pads_begin[1], lanes=lanes, x_off=xv.offset, out_off=out.offset)
     ctx.body.append(ExternCall("maxpool2d", [xv.buf, out.buf], attrs))
-    if out is not dest:
-        ctx.store(Generic(out.shape, out.dtype, ctx, out.at, 0), dest)
+    copy_back(ctx, out, dest)
     return True
 
 

@@ -3,9 +3,7 @@ by ``backends/lower_quant.py``) becomes a call of an int8 GEMM variant (``gemm_i
 emitted into the model's module once per (output type, activation, A signedness); ``qpack``,
 ``qunpack``, ``qadd``, ``qmaxpool``, ``qdql`` and ``qquant`` call the byte kernels of ``qlayout.py``.
 
-``codegen._FnGen.extern`` knows only its own templates; ``install()`` wraps it so these calls come
-here and every other template goes on to it. (A table of extern emitters in codegen.py
-would make the wrapper unnecessary.)
+``install()`` registers these ExternCalls with the code generator (``codegen.register_extern``).
 """
 from __future__ import annotations
 
@@ -13,8 +11,8 @@ import llvmlite.ir as ir
 
 from . import codegen
 from .gemm_int8 import QGemmConfig, QGemmKernel
-
-I64 = ir.IntType(64)
+from .native_kernel import module_variant
+from .vector_ir import i64
 
 # ExternCall("qgemm") argument order (buffers, each with an element offset in attrs["offsets"])
 ARGS = ("A", "rowoff", "tapoff", "Bp", "C", "colsum", "xzp", "xscale", "mult", "ibias", "fbias", "params")
@@ -22,15 +20,11 @@ ARGS = ("A", "rowoff", "tapoff", "Bp", "C", "colsum", "xzp", "xscale", "mult", "
 
 def kernel_for(mg, out: str, activation: str, a_signed: bool) -> ir.Function:
     """The module's int8 GEMM variant, emitted on first use."""
-    cache = mg.__dict__.setdefault("_qgemms", {})
-    key = (out, activation, bool(a_signed))
-    if key not in cache:
+    def make():
         k = QGemmKernel(QGemmConfig.for_host(), out=out, activation=activation, a_signed=a_signed,
                         parallel=mg.num_threads > 1)
-        k.name = mg.unique(f"irg_qgemm_{out}_{activation}_{int(a_signed)}")
-        cache[key] = k.emit(mg.module)
-        mg.uses_threads = mg.uses_threads or k.parallel
-    return cache[key]
+        return k, f"irg_qgemm_{out}_{activation}_{int(a_signed)}"
+    return module_variant(mg, "_qgemms", (out, activation, bool(a_signed)), make)
 
 
 def emit_call(gen, s) -> None:
@@ -38,11 +32,10 @@ def emit_call(gen, s) -> None:
     fn = kernel_for(gen.mg, a["out"], a["activation"], a["a_signed"])
     b = gen.b
     p = dict(zip(ARGS, (codegen.extern_ptr(gen, x, o) for x, o in zip(s.args, a["offsets"]))))
-    n = [ir.Constant(I64, int(v)) for v in (a["lda"], a["T"], a["KG"], a["ldc"], a["M"], a["N"])]
-    lda, T, KG, ldc, M, N = n
+    lda, T, KG, ldc, M, N = (i64(v) for v in (a["lda"], a["T"], a["KG"], a["ldc"], a["M"], a["N"]))
     b.call(fn, [p["A"], lda, p["rowoff"], p["tapoff"], T, KG, p["Bp"], p["C"], ldc, M, N, p["colsum"],
                 p["xzp"], p["xscale"], p["mult"], p["ibias"], p["fbias"], p["params"],
-                ir.Constant(I64, gen.mg.num_threads)])
+                i64(gen.mg.num_threads)])
 
 
 def emit_layout_call(gen, s) -> None:
@@ -51,8 +44,8 @@ def emit_layout_call(gen, s) -> None:
     a = s.attrs
     b = gen.b
     ptrs = [codegen.extern_ptr(gen, x, o) for x, o in zip(s.args, a["offsets"])]
-    ints = [ir.Constant(I64, int(v)) for v in a["ints"]]
-    nth = ir.Constant(I64, gen.mg.num_threads)
+    ints = [i64(v) for v in a["ints"]]
+    nth = i64(gen.mg.num_threads)
     mod = gen.mg.module
     if gen.mg.num_threads > 1:
         gen.mg.uses_threads = True

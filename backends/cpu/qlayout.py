@@ -31,37 +31,10 @@ from __future__ import annotations
 import llvmlite.ir as ir
 
 from . import threads
-from .gemm import VecOps, fptr, for_range, i64, if_then, imin
+from .vector_ir import F32, I1, I8, I32, I64, PTR, VOID, VecOps, fptr, for_range, function, i64, if_then, imin
 
-I1 = ir.IntType(1)
-I8 = ir.IntType(8)
-I32 = ir.IntType(32)
-I64 = ir.IntType(64)
-F32 = ir.FloatType()
-PTR = ir.PointerType()
-VOID = ir.VoidType()
 B = 16                       # block edge of the register transposes
 PAR_MIN_BYTES = 1 << 16      # smaller moves run on one thread
-
-
-def _function(mod, name, args, internal=True):
-    fn = ir.Function(mod, ir.FunctionType(VOID, args), name)
-    if internal:
-        fn.linkage = "internal"
-    fn.attributes.add("nounwind")
-    return fn, ir.IRBuilder(fn.append_basic_block("entry"))
-
-
-def _transpose_regs(b, rows: list) -> list:
-    n = len(rows)
-    lo = ir.Constant(ir.VectorType(I32, n), [j for t in range(n // 2) for j in (t, n + t)])
-    hi = ir.Constant(ir.VectorType(I32, n), [j for t in range(n // 2, n) for j in (t, n + t)])
-    for _ in range(n.bit_length() - 1):
-        nxt = []
-        for i in range(n // 2):
-            nxt += [b.shuffle_vector(rows[i], rows[i + n // 2], lo), b.shuffle_vector(rows[i], rows[i + n // 2], hi)]
-        rows = nxt
-    return rows
 
 
 def emit_transpose(mod: ir.Module, name: str, ety: ir.Type, flip: bool = False) -> ir.Function:
@@ -71,8 +44,7 @@ def emit_transpose(mod: ir.Module, name: str, ety: ir.Type, flip: bool = False) 
         return mod.get_global(name)
     except KeyError:
         pass
-    fn, b = _function(mod, name, [PTR, I64, I64, I64, PTR, I64])
-    fn.attributes.add("noinline")
+    fn, b = function(mod, name, [PTR, I64, I64, I64, PTR, I64], noinline=True)
     src, rows, cols, sld, dst, dld = fn.args
     vt = ir.VectorType(ety, B)
 
@@ -85,7 +57,7 @@ def emit_transpose(mod: ir.Module, name: str, ety: ir.Type, flip: bool = False) 
         with for_range(b, 0, cfull, B, "cb") as c0:
             vs = [b.load(fptr(b, src, b.add(b.mul(b.add(r0, i64(i)), sld), c0), ety), typ=vt, align=1)
                   for i in range(B)]
-            for i, v in enumerate(_transpose_regs(b, vs)):
+            for i, v in enumerate(VecOps(b, B).transpose(vs)):
                 b.store(conv(v), fptr(b, dst, b.add(b.mul(b.add(c0, i64(i)), dld), r0), ety), align=1)
         with for_range(b, cfull, cols, 1, "ct") as c:        # the last columns of these rows
             for i in range(B):
@@ -106,10 +78,23 @@ def _launch(mod, b, worker, values, nthreads, work):
     threads.launch(b, threads.emit_trampoline(mod, worker), worker, ctx, nth)
 
 
+def _vectors_of_share(b, vo: VecOps, n, tid, nth, body) -> None:
+    """``body(i, mask)`` over this part's 64-aligned share of ``[0, n)``: whole vectors from its
+    start, then one masked vector for the rest."""
+    L = vo.L
+    e0, e1 = threads.split_range(b, n, tid, nth, 64)
+    full = vo.mask(i64(L))
+    nfull = b.add(e0, b.mul(b.sdiv(b.sub(e1, e0), i64(L)), i64(L)))
+    with for_range(b, e0, nfull, L, "i") as i:
+        body(i, full)
+    with if_then(b, b.icmp_signed("<", nfull, e1), "tail"):
+        body(nfull, vo.mask(b.sub(e1, nfull)))
+
+
 def emit_pack(mod: ir.Module, name: str, flip: bool) -> ir.Function:
     tr = emit_transpose(mod, name + ".tr", I8, flip)
     memset = threads.declare(mod, "llvm.memset.p0.i64", VOID, [PTR, I8, I64, I1])
-    wk, b = _function(mod, name + ".worker", [I64, I64, PTR])
+    wk, b = function(mod, name + ".worker", [I64, I64, PTR])
     tid, nth, ctx = wk.args
     x, img = (threads.load_ctx(b, ctx, i, PTR) for i in (0, 1))
     N, C, H, W, Hp, Wp, Cp, ph, pw = (threads.load_ctx(b, ctx, i) for i in range(2, 11))
@@ -127,7 +112,7 @@ def emit_pack(mod: ir.Module, name: str, flip: bool) -> ir.Function:
             s = fptr(b, x, b.add(b.mul(b.mul(n, C), b.mul(H, W)), b.mul(h, W)), I8)
             b.call(tr, [s, C, W, b.mul(H, W), fptr(b, d, b.mul(pw, Cp), I8), Cp])
     b.ret_void()
-    fn, b = _function(mod, name, [PTR, PTR] + [I64] * 9 + [PTR, I64], internal=False)
+    fn, b = function(mod, name, [PTR, PTR] + [I64] * 9 + [PTR, I64], internal=False)
     args = list(fn.args)
     _launch(mod, b, wk, args[:-1], args[-1], b.mul(args[2], b.mul(b.mul(args[6], args[7]), args[8])))
     b.ret_void()
@@ -136,7 +121,7 @@ def emit_pack(mod: ir.Module, name: str, flip: bool) -> ir.Function:
 
 def emit_unpack(mod: ir.Module, name: str, ety: ir.Type) -> ir.Function:
     tr = emit_transpose(mod, name + ".tr", ety)
-    wk, b = _function(mod, name + ".worker", [I64, I64, PTR])
+    wk, b = function(mod, name + ".worker", [I64, I64, PTR])
     tid, nth, ctx = wk.args
     src, dst = threads.load_ctx(b, ctx, 0, PTR), threads.load_ctx(b, ctx, 1, PTR)
     N, P, M = (threads.load_ctx(b, ctx, i) for i in (2, 3, 4))
@@ -148,7 +133,7 @@ def emit_unpack(mod: ir.Module, name: str, ety: ir.Type) -> ir.Function:
             d = fptr(b, dst, b.add(b.mul(b.mul(n, P), M), p0), ety)
             b.call(tr, [s, b.sub(p1, p0), M, M, d, P])
     b.ret_void()
-    fn, b = _function(mod, name, [PTR, PTR, I64, I64, I64, I64], internal=False)
+    fn, b = function(mod, name, [PTR, PTR, I64, I64, I64, I64], internal=False)
     N, P, M, nthreads = fn.args[2:]
     _launch(mod, b, wk, list(fn.args[:5]), nthreads, b.mul(N, b.mul(P, M)))
     b.ret_void()
@@ -158,7 +143,7 @@ def emit_unpack(mod: ir.Module, name: str, ety: ir.Type) -> ir.Function:
 def emit_add(mod: ir.Module, name: str, a_signed: bool, b_signed: bool, y_signed: bool, relu: bool,
              lanes: int = 16) -> ir.Function:
     L = lanes
-    wk, b = _function(mod, name + ".worker", [I64, I64, PTR])
+    wk, b = function(mod, name + ".worker", [I64, I64, PTR])
     tid, nth, ctx = wk.args
     A, Bv, Y = (threads.load_ctx(b, ctx, i, PTR) for i in range(3))
     n = threads.load_ctx(b, ctx, 3)
@@ -170,7 +155,6 @@ def emit_add(mod: ir.Module, name: str, a_signed: bool, b_signed: bool, y_signed
     mload = threads.declare(mod, f"llvm.masked.load.v{L}i8.p0", v8, [PTR, I32, vm, v8])
     mstore = threads.declare(mod, f"llvm.masked.store.v{L}i8.p0", VOID, [v8, PTR, I32, vm])
     rint = threads.declare(mod, f"llvm.rint.v{L}f32", vo.vf, [vo.vf])
-    lo, hi = (-128.0, 127.0) if y_signed else (0.0, 255.0)
 
     def deq(p, i, mask, signed, s, z):
         v = b.call(mload, [fptr(b, p, i, I8), ir.Constant(I32, 1), mask, ir.Constant(v8, None)])
@@ -182,18 +166,10 @@ def emit_add(mod: ir.Module, name: str, a_signed: bool, b_signed: bool, y_signed
         if relu:
             x = b.select(vo.lt(x, vo.zero), vo.zero, x)
         r = b.fadd(b.call(rint, [b.fdiv(x, sy)]), zy)
-        r = vo.clamp_hi(vo.clamp_lo(r, vo.const(lo)), vo.const(hi))
-        q = b.trunc(b.fptosi(r, vo.vi), v8)
-        b.call(mstore, [q, fptr(b, Y, i, I8), ir.Constant(I32, 1), mask])
-    e0, e1 = threads.split_range(b, n, tid, nth, 64)
-    full = vo.mask(i64(L))
-    nfull = b.add(e0, b.mul(b.sdiv(b.sub(e1, e0), i64(L)), i64(L)))
-    with for_range(b, e0, nfull, L, "i") as i:
-        body(i, full)
-    with if_then(b, b.icmp_signed("<", nfull, e1), "tail"):
-        body(nfull, vo.mask(b.sub(e1, nfull)))
+        b.call(mstore, [vo.to_8bit(r, y_signed), fptr(b, Y, i, I8), ir.Constant(I32, 1), mask])
+    _vectors_of_share(b, vo, n, tid, nth, body)
     b.ret_void()
-    fn, b = _function(mod, name, [PTR, PTR, PTR, I64, PTR, I64], internal=False)
+    fn, b = function(mod, name, [PTR, PTR, PTR, I64, PTR, I64], internal=False)
     _launch(mod, b, wk, list(fn.args[:5]), fn.args[5], fn.args[3])
     b.ret_void()
     return fn
@@ -208,7 +184,7 @@ def emit_maxpool(mod: ir.Module, name: str, signed: bool, sw: int) -> ir.Functio
     v8 = ir.VectorType(I8, L)
     vin = ir.VectorType(I8, L * sw)
     ident = -128 if signed else 0
-    wk, b = _function(mod, name + ".worker", [I64, I64, PTR])
+    wk, b = function(mod, name + ".worker", [I64, I64, PTR])
     tid, nth, ctx = wk.args
     x, y = threads.load_ctx(b, ctx, 0, PTR), threads.load_ctx(b, ctx, 1, PTR)
     planes, H, W, OH, OW, kh, kw, sh, pt, pl = (threads.load_ctx(b, ctx, i) for i in range(2, 12))
@@ -271,7 +247,7 @@ def emit_maxpool(mod: ir.Module, name: str, signed: bool, sw: int) -> ir.Functio
         with for_range(b, b.select(last, hi, vend), OW, 1, "tail") as ow:
             scalar(ow)
     b.ret_void()
-    fn, b = _function(mod, name, [PTR, PTR] + [I64] * 10 + [I64], internal=False)
+    fn, b = function(mod, name, [PTR, PTR] + [I64] * 10 + [I64], internal=False)
     args = list(fn.args)
     _launch(mod, b, wk, args[:-1], args[-1], b.mul(b.mul(args[2], args[5]), args[6]))
     b.ret_void()
@@ -286,32 +262,9 @@ def emit_dql(mod: ir.Module, name: str) -> ir.Function:
     the quantization is split across threads."""
     L = 16
     vf = ir.VectorType(F32, L)
-    v8 = ir.VectorType(I8, L)
-    vm = ir.VectorType(I1, L)
-    # the quantizing worker
-    wk, b = _function(mod, name + ".worker", [I64, I64, PTR])
-    tid, nth, ctx = wk.args
-    x, y, prm = (threads.load_ctx(b, ctx, i, PTR) for i in range(3))
-    n = threads.load_ctx(b, ctx, 3)
-    vo = VecOps(b, L)
-    sc, zp = vo.splat(b.load(fptr(b, prm, 0, F32), typ=F32)), vo.splat(b.load(fptr(b, prm, 1, F32), typ=F32))
-    rint = threads.declare(mod, f"llvm.rint.v{L}f32", vf, [vf])
-    mstore = threads.declare(mod, f"llvm.masked.store.v{L}i8.p0", VOID, [v8, PTR, I32, vm])
-
-    def quant(i, mask):
-        v = vo.mload(fptr(b, x, i, F32), mask)
-        r = b.fadd(b.call(rint, [b.fdiv(v, sc)]), zp)
-        r = vo.clamp_hi(vo.clamp_lo(r, vo.const(0.0)), vo.const(255.0))
-        b.call(mstore, [b.trunc(b.fptosi(r, vo.vi), v8), fptr(b, y, i, I8), ir.Constant(I32, 1), mask])
-    e0, e1 = threads.split_range(b, n, tid, nth, 64)
-    nfull = b.add(e0, b.mul(b.sdiv(b.sub(e1, e0), i64(L)), i64(L)))
-    with for_range(b, e0, nfull, L, "i") as i:
-        quant(i, vo.mask(i64(L)))
-    with if_then(b, b.icmp_signed("<", nfull, e1), "tail"):
-        quant(nfull, vo.mask(b.sub(e1, nfull)))
-    b.ret_void()
+    wk = _emit_quantize_worker(mod, name + ".worker", L, signed=False, nan_to_zero_point=False)
     # the entry: range, parameters, then the workers
-    fn, b = _function(mod, name, [PTR, PTR, PTR, PTR, I64, I64], internal=False)
+    fn, b = function(mod, name, [PTR, PTR, PTR, PTR, I64, I64], internal=False)
     x, y, scale_p, zp_p, n, nthreads = fn.args
     vo = VecOps(b, L)
     here = b.block
@@ -358,37 +311,36 @@ def emit_quant(mod: ir.Module, name: str, signed: bool, lanes: int = 16) -> ir.F
     ``x`` with one scale and zero point (``params`` = float32 [scale, zp]), as the reference
     computes it: y = clip(rint(x / scale) + zp) with the division in float32 and NaN -> zp.
     rint(q) + zp is exact in float32 wherever the result is not clipped (|q| < 2**24)."""
-    L = lanes
-    wk, b = _function(mod, name + ".worker", [I64, I64, PTR])
+    wk = _emit_quantize_worker(mod, name + ".worker", lanes, signed, nan_to_zero_point=True)
+    fn, b = function(mod, name, [PTR, PTR, PTR, I64, I64], internal=False)
+    x, y, prm, n, nthreads = fn.args
+    _launch(mod, b, wk, [x, y, prm, n], nthreads, b.mul(n, i64(4)))      # work in bytes read
+    b.ret_void()
+    return fn
+
+
+def _emit_quantize_worker(mod: ir.Module, name: str, L: int, signed: bool, nan_to_zero_point: bool):
+    """``void name(i64 part, i64 parts, ptr ctx)``, ctx = (x, y, params, n): this part's share of
+    y = clip(rint(x / scale) + zp) for float32 x and 8-bit y, params = float32 [scale, zp]."""
+    wk, b = function(mod, name, [I64, I64, PTR])
     tid, nth, ctx = wk.args
     x, y, prm = (threads.load_ctx(b, ctx, i, PTR) for i in range(3))
     n = threads.load_ctx(b, ctx, 3)
     vo = VecOps(b, L)
     sc, zp = vo.splat(b.load(fptr(b, prm, 0, F32), typ=F32)), vo.splat(b.load(fptr(b, prm, 1, F32), typ=F32))
     v8 = ir.VectorType(I8, L)
-    vm = ir.VectorType(I1, L)
     rint = threads.declare(mod, f"llvm.rint.v{L}f32", vo.vf, [vo.vf])
-    mstore = threads.declare(mod, f"llvm.masked.store.v{L}i8.p0", VOID, [v8, PTR, I32, vm])
-    lo, hi = (-128.0, 127.0) if signed else (0.0, 255.0)
+    mstore = threads.declare(mod, f"llvm.masked.store.v{L}i8.p0", VOID, [v8, PTR, I32, vo.vm])
 
     def body(i, mask):
         q = b.fdiv(vo.mload(fptr(b, x, i, F32), mask), sc)
         r = b.call(rint, [q])
-        r = b.select(b.fcmp_ordered("==", q, q), r, vo.zero)      # NaN quantizes to the zero point
-        r = vo.clamp_hi(vo.clamp_lo(b.fadd(r, zp), vo.const(lo)), vo.const(hi))
-        b.call(mstore, [b.trunc(b.fptosi(r, vo.vi), v8), fptr(b, y, i, I8), ir.Constant(I32, 1), mask])
-    e0, e1 = threads.split_range(b, n, tid, nth, 64)
-    nfull = b.add(e0, b.mul(b.sdiv(b.sub(e1, e0), i64(L)), i64(L)))
-    with for_range(b, e0, nfull, L, "i") as i:
-        body(i, vo.mask(i64(L)))
-    with if_then(b, b.icmp_signed("<", nfull, e1), "tail"):
-        body(nfull, vo.mask(b.sub(e1, nfull)))
+        if nan_to_zero_point:
+            r = b.select(b.fcmp_ordered("==", q, q), r, vo.zero)
+        b.call(mstore, [vo.to_8bit(b.fadd(r, zp), signed), fptr(b, y, i, I8), ir.Constant(I32, 1), mask])
+    _vectors_of_share(b, vo, n, tid, nth, body)
     b.ret_void()
-    fn, b = _function(mod, name, [PTR, PTR, PTR, I64, I64], internal=False)
-    x, y, prm, n, nthreads = fn.args
-    _launch(mod, b, wk, [x, y, prm, n], nthreads, b.mul(n, i64(4)))      # work in bytes read
-    b.ret_void()
-    return fn
+    return wk
 
 
 def pack_name(flip: bool) -> str:

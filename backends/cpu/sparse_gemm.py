@@ -50,23 +50,14 @@ import numpy as np
 from irgraph.errors import CompileError, InputError
 
 from . import llvm_target, threads
-
-F32 = ir.FloatType()
-I1 = ir.IntType(1)
-I32 = ir.IntType(32)
-I64 = ir.IntType(64)
-PTR = ir.PointerType()
-VOID = ir.VoidType()
+from .native_kernel import NativeKernel, module_variant
+from .vector_ir import F32, I1, I32, I64, PTR, VecOps, function, i64, split_rows_or_columns
 
 # Below this many multiply-adds a call runs on the calling thread: a thread-pool region costs
 # about 1-2 us (threads.py), the time of ~10^4 FMAs of this kernel.
 PARALLEL_MIN_WORK = 1 << 15
 
 ENTRY_ARGS = [PTR] * 6 + [I64] * 10
-
-
-def i64(v) -> ir.Constant:
-    return ir.Constant(I64, int(v))
 
 
 @dataclass(frozen=True)
@@ -121,13 +112,13 @@ class CSR:
 class _Fn:
     """Loops and vectors over one function's IRBuilder; allocas go to the entry block (mem2reg)."""
 
-    def __init__(self, fn: ir.Function, lanes: int):
+    def __init__(self, fn: ir.Function, entry: ir.IRBuilder, lanes: int):
+        """``entry``: a builder at ``fn``'s (empty) entry block; code goes to a block after it."""
         self.fn = fn
-        entry = fn.append_basic_block("entry")
-        self.ab = ir.IRBuilder(entry)
+        self.ab = entry
         body = fn.append_basic_block("body")
         self.b = ir.IRBuilder(body)
-        self._entry_br = None
+        self.vo = VecOps(self.b, lanes)
         self.L = lanes
         self.vf = ir.VectorType(F32, lanes)
         self.vi = ir.VectorType(I32, lanes)
@@ -180,13 +171,10 @@ class _Fn:
 
     # -- vectors --
     def splat(self, x, vt=None):
-        vt = vt or self.vf
-        b = self.b
-        v = b.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(I32, 0))
-        return b.shuffle_vector(v, ir.Constant(vt, ir.Undefined), ir.Constant(self.vi, [0] * self.L))
+        return self.vo.splat_as(x, vt or self.vf)
 
     def mask(self, count):
-        """Lanes < count (an i64 in [0, L])."""
+        """Lanes < count (an i64 already in [0, L]: no clamping, unlike ``VecOps.mask``)."""
         return self.b.icmp_signed("<", self.iota, self.splat(self.b.trunc(count, I32), self.vi))
 
     def at(self, p, off, typ=F32):
@@ -195,22 +183,18 @@ class _Fn:
     def load(self, p, vt=None):
         return self.b.load(p, typ=vt or self.vf, align=4)
 
-    def mload(self, p, mask, vt=None, tname="f32"):
-        vt = vt or self.vf
-        f = self.intr(f"llvm.masked.load.v{self.L}{tname}.p0", vt, [PTR, I32, self.vm, vt])
-        return self.b.call(f, [p, ir.Constant(I32, 4), mask, ir.Constant(vt, None)])
+    def mload(self, p, mask, vt=None):
+        return self.vo.masked_load(p, mask, vt or self.vf)
 
     def mstore(self, v, p, mask):
-        f = self.intr(f"llvm.masked.store.v{self.L}f32.p0", VOID, [self.vf, PTR, I32, self.vm])
-        self.b.call(f, [v, p, ir.Constant(I32, 4), mask])
+        self.vo.mstore(v, p, mask)
 
     def gather(self, ptrs, mask):
         f = self.intr(f"llvm.masked.gather.v{self.L}f32.v{self.L}p0", self.vf, [self.vp, I32, self.vm, self.vf])
         return self.b.call(f, [ptrs, ir.Constant(I32, 4), mask, self.zero])
 
     def fma(self, a, x, c):
-        f = self.intr(f"llvm.fmuladd.v{self.L}f32", self.vf, [self.vf] * 3)
-        return self.b.call(f, [a, x, c])
+        return self.vo.fma(a, x, c)
 
     def hsum(self, v):
         """Sum of the lanes, as a tree of halvings (a fixed order)."""
@@ -223,8 +207,9 @@ class _Fn:
 
 
 @dataclass(eq=False)
-class SparseGemmKernel:
+class SparseGemmKernel(NativeKernel):
     """One variant: ``gather`` (vectorized over entries) or the p-tiled one; threaded or not."""
+    cache_prefix = "spmm|"
     config: SparseGemmConfig = field(default_factory=SparseGemmConfig.for_host)
     gather: bool = False
     parallel: bool = True
@@ -237,18 +222,9 @@ class SparseGemmKernel:
     def emit(self, mod: ir.Module) -> ir.Function:
         return _Emitter(mod, self).entry()
 
-    def ir(self) -> str:
-        mod = ir.Module(name=self.name)
-        self.emit(mod)
-        return str(mod)
-
-    def build(self, cache=True) -> "CompiledSparseGemm":
-        from . import cache as object_cache
-        text = self.ir()
-        if self.parallel:
-            threads.ensure_pool()
-        lib = object_cache.compile_cached(text, options="spmm|" + self.tag, cache=cache)
-        return CompiledSparseGemm(self, lib)
+    def build(self, cache=True, target: tuple[str, str] | None = None) -> "CompiledSparseGemm":
+        """Compile (``NativeKernel.compile``: cached, or for another CPU) and wrap for numpy."""
+        return CompiledSparseGemm(self, self.compile(cache, target))
 
 
 class _Emitter:
@@ -260,9 +236,8 @@ class _Emitter:
         k = self.k
         body = self.body_fn()
         worker = self.worker_fn(body)
-        fn = ir.Function(self.mod, ir.FunctionType(VOID, ENTRY_ARGS), k.name)
-        fn.attributes.add("nounwind")
-        f = _Fn(fn, self.L)
+        f = _Fn(*function(self.mod, k.name, ENTRY_ARGS, internal=False), self.L)
+        fn = f.fn
         b = f.b
         a = list(fn.args)
         ctx = threads.store_ctx(b, a[:15])
@@ -279,10 +254,8 @@ class _Emitter:
 
     def worker_fn(self, body: ir.Function) -> ir.Function:
         """``worker(tid, nthreads, ctx)``: this thread's rows (or p range) of every batch item."""
-        fn = ir.Function(self.mod, threads.WORKER_TYPE, self.k.name + ".worker")
-        fn.linkage = "internal"
-        fn.attributes.add("nounwind")
-        f = _Fn(fn, self.L)
+        f = _Fn(*function(self.mod, self.k.name + ".worker", [I64, I64, PTR]), self.L)
+        fn = f.fn
         b = f.b
         tid, nth, ctx = fn.args
         vals = [threads.load_ctx(b, ctx, i, PTR) for i in range(6)] + \
@@ -290,22 +263,17 @@ class _Emitter:
         R, P = vals[6], vals[7]
         step = self.L if self.k.gather else self.cfg.panel
         by_rows = b.or_(b.icmp_signed(">=", R, b.mul(nth, i64(2))), b.icmp_signed("<=", P, i64(step)))
-        rlo, rhi = threads.split_range(b, R, tid, nth)
-        plo, phi = threads.split_range(b, P, tid, nth, align=step)
-        rlo, rhi = b.select(by_rows, rlo, i64(0)), b.select(by_rows, rhi, R)
-        plo, phi = b.select(by_rows, i64(0), plo), b.select(by_rows, P, phi)
+        rlo, rhi, plo, phi = split_rows_or_columns(b, by_rows, R, P, tid, nth, col_align=step)
         b.call(body, vals[:6] + [rlo, rhi, plo, phi] + vals[8:15])
         f.finish()
         return fn
 
     def body_fn(self) -> ir.Function:
         args = [PTR] * 6 + [I64] * 4 + [I64] * 7
-        fn = ir.Function(self.mod, ir.FunctionType(VOID, args), self.k.name + ".body")
-        fn.linkage = "internal"
-        fn.attributes.add("nounwind")
+        f = _Fn(*function(self.mod, self.k.name + ".body", args), self.L)
+        fn = f.fn
         for i in range(6):
             fn.args[i].add_attribute("noalias")
-        f = _Fn(fn, self.L)
         b = f.b
         indptr, indices, values, bias, X, Y, rlo, rhi, plo, phi, xk, xp, yr, yp, batch, sx, sy = fn.args
         # a NULL bias reads a zero through a one-float global with stride 0: no branch per row
@@ -432,7 +400,7 @@ class _Emitter:
                 def tail():
                     j = b.load(after)
                     m = f.mask(b.sub(end, j))
-                    idx = f.mload(f.at(indices, j, I32), m, f.vi, "i32")
+                    idx = f.mload(f.at(indices, j, I32), m, f.vi)
                     vals = f.mload(f.at(values, j), m)
                     b.store(f.fma(vals, f.gather(ptrs(idx), m), b.load(acc)), acc)
                 f.if_(b.icmp_signed("<", b.load(after), end), tail, name="gtail")
@@ -530,15 +498,11 @@ def pack_panels(X: np.ndarray, T: int) -> np.ndarray:
 
 def kernel_for(mg, gather: bool, tile_vectors: int, chains: int) -> ir.Function:
     """The module's sparse GEMM variant, emitted on first use."""
-    cache = mg.__dict__.setdefault("_spmms", {})
-    key = (bool(gather), int(tile_vectors), int(chains))
-    if key not in cache:
+    def make():
         cfg = SparseGemmConfig.for_host(tile_vectors=tile_vectors, chains=chains)
         k = SparseGemmKernel(cfg, gather=gather, parallel=mg.num_threads > 1)
-        k.name = mg.unique(f"irg_spmm_{int(gather)}_{tile_vectors}_{chains}")
-        cache[key] = k.emit(mg.module)
-        mg.uses_threads = mg.uses_threads or k.parallel
-    return cache[key]
+        return k, f"irg_spmm_{int(gather)}_{tile_vectors}_{chains}"
+    return module_variant(mg, "_spmms", (bool(gather), int(tile_vectors), int(chains)), make)
 
 
 def emit_call(gen, s) -> None:

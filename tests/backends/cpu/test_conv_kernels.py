@@ -12,12 +12,7 @@ from irgraph.backends import lower_contract as lc
 from irgraph.graph import Graph
 from irgraph.types import TensorType
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _private_object_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("IRGRAPH_CACHE_DIR", str(tmp_path_factory.mktemp("irgraph_cache")))
-        yield
+from lowercheck import private_object_cache  # noqa: F401  (autouse fixture: a temporary object cache)
 
 
 @pytest.fixture

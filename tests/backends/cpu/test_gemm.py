@@ -16,18 +16,13 @@ from irgraph.backends.cpu.gemm import (ACTIVATIONS, CompiledGemm, Epilogue, Gemm
 from irgraph.backends.cpu.llvm_target import host_cpu
 from irgraph.errors import CompileError, InputError
 
+from lowercheck import private_object_cache  # noqa: F401  (autouse fixture: a temporary object cache)
+
 LANES = host_cpu().f32_lanes
 # A small tile and small blocks: a 150-deep product then spans several K, M and N blocks.
 SMALL = GemmConfig.for_host(mr=4, nr=2 * LANES, kc=64, mc=16, nc=4 * LANES, unroll=2)
 AVX2 = ("haswell", "")          # the CPU name implies AVX2 + FMA and nothing newer
 SSE2 = ("x86-64", "")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def tmp_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("IRGRAPH_CACHE_DIR", str(tmp_path_factory.mktemp("irgraph_cache")))
-        yield
 
 
 _built: dict = {}

@@ -13,6 +13,8 @@ from irgraph.backends.cpu.llvm_target import host_cpu
 from irgraph.errors import CompileError, InputError
 from irgraph.ops.qlinear import epilogue
 
+from lowercheck import private_object_cache  # noqa: F401  (autouse fixture: a temporary object cache)
+
 HOST = QGemmConfig.for_host()
 AVX2 = (QGemmConfig.avx2(), ("haswell", ""))
 SSE2 = (QGemmConfig("madd", 4, 4, 8), ("x86-64", ""))
@@ -20,13 +22,6 @@ SSE2 = (QGemmConfig("madd", 4, 4, 8), ("x86-64", ""))
 ISAS = [(HOST, None), AVX2, SSE2]
 ISA_IDS = [f"{c.isa}{c.lanes}" for c, _ in ISAS]
 SHAPES = [(37, 53, 28), (1, 100, 8), (15, 33, 64), (6, 64, 4), (130, 70, 132)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def tmp_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("IRGRAPH_CACHE_DIR", str(tmp_path_factory.mktemp("irgraph_cache")))
-        yield
 
 
 _built: dict = {}

@@ -11,12 +11,7 @@ from irgraph.backends.cpu import pool_direct
 from irgraph.graph import Graph
 from irgraph.types import TensorType
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _private_object_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("IRGRAPH_CACHE_DIR", str(tmp_path_factory.mktemp("irgraph_cache")))
-        yield
+from lowercheck import private_object_cache  # noqa: F401  (autouse fixture: a temporary object cache)
 
 
 @pytest.fixture
@@ -66,3 +61,16 @@ def test_nan_propagates():
 def test_column_stride_three_uses_the_loop_nest(used):
     _check((1, 2, 9, 20), {"kernel_shape": [3, 3], "strides": [3, 3]})
     assert used == [False]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_built_kernel_on_numpy_arrays(threads):
+    """``MaxPool2d.build()`` (the numpy wrapper benchmarks use) against the interpreter."""
+    from irgraph.backends.cpu.llvm_target import host_cpu
+    geom = pool_direct.PoolGeometry(planes=6, h=13, w=21, kh=3, kw=3, oh=7, ow=11, sh=2, sw=2, pt=1, pl=1)
+    f = pool_direct.MaxPool2d(geom, lanes=host_cpu().f32_lanes, parallel_min_outputs=1).build()
+    g = Graph()
+    x = g.add_input("x", TensorType((2, 3, 13, 21), "float32"))
+    g.set_outputs([g.op("max_pool", [x], {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]})])
+    xv = np.random.default_rng(3).standard_normal((2, 3, 13, 21)).astype(np.float32)
+    np.testing.assert_array_equal(f(xv, num_threads=threads), irgraph.compile(g).run(xv)[0])

@@ -14,6 +14,8 @@ from irgraph.backends.kernel_ir import ExternCall
 from irgraph.backends.lower import lower_node
 from irgraph.ops import sparse
 
+from lowercheck import private_object_cache  # noqa: F401  (autouse fixture: a temporary object cache)
+
 RNG = np.random.default_rng(7)
 
 
