@@ -277,12 +277,8 @@ def rule_quant_conv(ctx, n, ins):
 
 
 def _contiguous(c, t) -> View:
-    v = c.force(t)
-    if v.contiguous:
-        return v
-    out = View.of(c.buffer("qcont", t.dtype, t.shape, "temp"), c)
-    c.store(Generic(t.shape, t.dtype, c, v.at, 0), out)
-    return out
+    from .cpu.extern_operands import dense_input
+    return dense_input(c, t, "qcont")
 
 
 def rule_quant_add(ctx, n, ins):

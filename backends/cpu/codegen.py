@@ -22,6 +22,7 @@ from irgraph.dtype import DType
 
 from ..kernel_ir import (INDEX, Assign, Buffer, Const, ExternCall, If, Kernel, Load, Local, Loop,
                          LoweringError, Op, Store, Var, walk_expr)
+from .extern_operands import dense_input
 from .scalar_llvm import I64, PTR, V, LLVMScalar, mem_type, reg_type
 
 VOID = ir.VoidType()
@@ -407,7 +408,7 @@ class CpuTemplates:
         elif A.strides[1] == 1:
             ta, lda = True, A.strides[2]
         else:
-            A = _contiguous(ctx, A)
+            A = dense_input(ctx, A)
             ta, lda = False, K
         cfg = gemm_kernel(False, False, True, self.num_threads).config
         packed = False
@@ -428,7 +429,7 @@ class CpuTemplates:
             elif B.strides[1] == 1:
                 tb, ldb = True, B.strides[2]
             else:
-                B = _contiguous(ctx, B)
+                B = dense_input(ctx, B)
                 tb, ldb = False, N
             sb, boff, Bbuf = B.strides[0] if nb > 1 else 0, B.offset, B.buf
         if C.strides[2] != 1 and N > 1 or (M > 1 and C.strides[1] < N):
@@ -441,14 +442,6 @@ class CpuTemplates:
             "lda": lda, "ldb": ldb, "ldc": ldc, "sa": A.strides[0] if nb > 1 else 0, "sb": sb,
             "sc": C.strides[0] if nb > 1 else 0, "a_off": A.offset, "b_off": boff, "c_off": C.offset}))
         return True
-
-
-def _contiguous(ctx, v):
-    from ..lower_tensor import Generic, View
-    buf = ctx.buffer("cont", v.dtype, v.shape, "temp")
-    out = View.of(buf, ctx)
-    ctx.store(Generic(v.shape, v.dtype, ctx, v.at, 0), out)
-    return out
 
 
 def kernel_module(kernels, num_threads: int = 1, name: str = "kernels") -> tuple[ModuleGen, list]:

@@ -79,7 +79,6 @@ from .native_kernel import NativeKernel, aligned_zeros, round_up_to
 from .vector_ir import (ACTIVATIONS, F32, I1, I32, I64, PTR, VOID, VecOps, align_up,  # noqa: F401
                         carried_loop, fptr, for_range, function, i64, if_then, imax, imin, keep_null,
                         round_up, split_rows_or_columns)
-from .vector_ir import function as _function  # noqa: F401  (threads.py imports it from here)
 
 
 # ----------------------------------------------------------------------------- configuration

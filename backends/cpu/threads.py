@@ -162,7 +162,7 @@ def pool_ir() -> str:
     publishes worker/ctx/n, then ``state``, then ``gen`` (release) and wakes sleepers; everyone
     claims parts; the caller waits for ``done == n``. A worker reads worker/ctx/n only after a
     successful claim, when the region cannot change under it."""
-    from .gemm import _function
+    from .vector_ir import function as _function
     mod = ir.Module(name="irg_pool")
     slots = ir.GlobalVariable(mod, ir.ArrayType(I64, 64), "irg_pool_state")
     slots.linkage = "internal"
