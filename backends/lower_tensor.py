@@ -271,6 +271,12 @@ class View(T):
         flat = self.buf.data.reshape(-1)
         if self.size == 0:
             return np.zeros(self.shape, flat.dtype)
+        if all(st >= 0 for st in self.strides):
+            # a strided view copied (ResNet-18's weights: 0.16 s as an index gather)
+            view = np.lib.stride_tricks.as_strided(flat[self.offset:], shape=tuple(self.shape),
+                                                   strides=tuple(st * flat.itemsize for st in self.strides),
+                                                   writeable=False)
+            return np.array(view, copy=True)
         idx = np.full(self.shape, self.offset, np.int64)
         for k, (d, s) in enumerate(zip(self.shape, self.strides)):
             sh = [1] * self.rank

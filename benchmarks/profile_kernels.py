@@ -71,7 +71,7 @@ def _profiled_program(graph, threads: int):
                 self.segments.append(("native", name))
                 self.kernel_steps.append(s)
             self.llvm_ir = str(mg.module)
-            self.lib = _compile_module(mg)
+            self.lib = _compile_module(mg, self.llvm_ir)
             argt = [ctypes.c_void_p] * 4
             self._entries = {n: self.lib.cfunc(n, None, *argt) for _, n in self.segments}
             self._arena_raw = np.zeros(self.arena_bytes + 64, np.uint8)

@@ -463,15 +463,17 @@ def kernel_module(kernels, num_threads: int = 1, name: str = "kernels") -> tuple
     return mg, wrappers
 
 
-def compile_module(mg: ModuleGen, cache=True):
+def compile_module(mg: ModuleGen, cache=True, ir_text: str | None = None):
     """Machine code for the module: from the on-disk object cache (cache.py) when this exact IR
     was compiled before on this host, else O3 + codegen (the thread pool registered first when
-    used)."""
+    used). ``ir_text``: ``str(mg.module)`` when the caller has it (printing a model's module
+    takes ~0.2 s)."""
     from . import cache as object_cache
     from . import threads
     if mg.uses_threads:
         threads.ensure_pool()
-    return object_cache.compile_cached(str(mg.module), options="model", cache=cache)
+    return object_cache.compile_cached(str(mg.module) if ir_text is None else ir_text, options="model",
+                                       cache=cache)
 
 
 def dtype_ok(d: DType) -> bool:

@@ -361,7 +361,7 @@ class Program:
                 self.segments.append(("fallback", s))
         flush()
         self.llvm_ir = str(mg.module)
-        self.lib = _compile_module(mg) if nseg else None
+        self.lib = _compile_module(mg, self.llvm_ir) if nseg else None
         argt = [ctypes.c_void_p] * 4
         self._entries = {name: self.lib.cfunc(name, None, *argt) for kind, name in self.segments
                          if kind == "native"}
@@ -545,12 +545,13 @@ def module_sha256(ir_text: str) -> str:
     return hashlib.sha256(ir_text.encode()).hexdigest()
 
 
-def _compile_module(mg: ModuleGen):
+def _compile_module(mg: ModuleGen, ir_text: str):
+    """``ir_text`` is ``str(mg.module)``."""
     if use_objects.active():
-        obj = use_objects.take(module_sha256(str(mg.module)))
+        obj = use_objects.take(module_sha256(ir_text))
         if obj is not None:
             from . import llvm_target, threads
             if mg.uses_threads:
                 threads.ensure_pool()
             return llvm_target.load_object(obj)
-    return compile_module(mg)
+    return compile_module(mg, ir_text=ir_text)

@@ -175,6 +175,10 @@ class VecOps:
         self.iota = ir.Constant(self.vi, list(range(lanes)))
         self.none = ir.Constant(self.vm, [0] * lanes)
         self.zero = ir.Constant(self.vf, None)
+        # llvmlite wraps every lane of a list constant anew (~60 us for 16 lanes): a splat's
+        # operands are made once per VecOps (constants print the same wherever they are used)
+        self._lane0 = ir.Constant(self.vi, [0] * lanes)
+        self._undef: dict = {}
 
     def _intr(self, name, ret, args):
         return threads.declare(self.b.module, name, ret, args)
@@ -188,8 +192,11 @@ class VecOps:
     def splat_as(self, x, vt: ir.VectorType):
         """The scalar ``x`` in every lane of a vector of type ``vt`` (L lanes)."""
         b = self.b
-        v = b.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(I32, 0))
-        return b.shuffle_vector(v, ir.Constant(vt, ir.Undefined), ir.Constant(self.vi, [0] * self.L))
+        undef = self._undef.get(str(vt))
+        if undef is None:
+            undef = self._undef[str(vt)] = ir.Constant(vt, ir.Undefined)
+        v = b.insert_element(undef, x, ir.Constant(I32, 0))
+        return b.shuffle_vector(v, undef, self._lane0)
 
     def splat_i32(self, x):
         """An integer (an i64 is truncated) in every lane of <L x i32>."""
