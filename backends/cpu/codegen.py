@@ -95,12 +95,14 @@ class ModuleGen:
         b.ret_void()
         return fn
 
-    def gemm(self, trans_a: bool, trans_b: bool, packed_b: bool) -> ir.Function:
-        """The fp32 GEMM variant (backends/cpu/gemm.py), emitted into this module once."""
-        key = (trans_a, trans_b, packed_b)
+    def gemm(self, trans_a: bool, trans_b: bool, packed_b: bool, mr: int | None = None) -> ir.Function:
+        """The fp32 GEMM variant (backends/cpu/gemm.py), emitted into this module once; ``mr``: the
+        register tile's rows when not the host default (``GemmConfig.for_rows``)."""
+        key = (trans_a, trans_b, packed_b, mr)
         if key not in self._gemms:
-            k = gemm_kernel(trans_a, trans_b, packed_b, self.num_threads)
-            k.name = self.unique(f"irg_gemm_{int(trans_a)}{int(trans_b)}{int(packed_b)}")
+            k = gemm_kernel(trans_a, trans_b, packed_b, self.num_threads, mr)
+            suffix = "" if mr is None else f"_r{mr}"
+            k.name = self.unique(f"irg_gemm_{int(trans_a)}{int(trans_b)}{int(packed_b)}{suffix}")
             self._gemms[key] = k.emit(self.module)
             self.uses_threads = self.uses_threads or k.parallel
         return self._gemms[key]
@@ -284,7 +286,7 @@ class _FnGen:
         if s.fn != "gemm":
             raise LoweringError(f"the CPU backend has no template {s.fn!r}")
         a = s.attrs
-        fn = self.mg.gemm(a["trans_a"], a["trans_b"], a["packed_b"])
+        fn = self.mg.gemm(a["trans_a"], a["trans_b"], a["packed_b"], a.get("mr"))
         A, B, C, ws = s.args
         b = self.b
 
@@ -360,10 +362,11 @@ class _FnGen:
         return cache[id(e)]
 
 
-def gemm_kernel(trans_a: bool, trans_b: bool, packed_b: bool, num_threads: int):
+def gemm_kernel(trans_a: bool, trans_b: bool, packed_b: bool, num_threads: int, mr: int | None = None):
     from .gemm import Epilogue, GemmConfig, GemmKernel
-    return GemmKernel(GemmConfig.for_host(), Epilogue(), packed_b=packed_b, trans_a=trans_a,
-                      trans_b=trans_b, parallel=num_threads > 1)
+    cfg = GemmConfig.for_host() if mr is None else GemmConfig.for_host(mr=mr)
+    return GemmKernel(cfg, Epilogue(), packed_b=packed_b, trans_a=trans_a, trans_b=trans_b,
+                      parallel=num_threads > 1)
 
 
 class CpuTemplates:
@@ -410,7 +413,9 @@ class CpuTemplates:
         else:
             A = dense_input(ctx, A)
             ta, lda = False, K
-        cfg = gemm_kernel(False, False, True, self.num_threads).config
+        base = gemm_kernel(False, False, True, self.num_threads).config
+        cfg = base.for_rows(M)
+        mr = None if cfg.mr == base.mr else cfg.mr
         packed = False
         if isinstance(B, View) and B.buf.data is not None:
             data = B.to_numpy()
@@ -440,7 +445,8 @@ class CpuTemplates:
         ctx.body.append(ExternCall("gemm", [A.buf, Bbuf, C.buf, ws], {
             "M": M, "N": N, "K": K, "batch": nb, "trans_a": ta, "trans_b": tb, "packed_b": packed,
             "lda": lda, "ldb": ldb, "ldc": ldc, "sa": A.strides[0] if nb > 1 else 0, "sb": sb,
-            "sc": C.strides[0] if nb > 1 else 0, "a_off": A.offset, "b_off": boff, "c_off": C.offset}))
+            "sc": C.strides[0] if nb > 1 else 0, "a_off": A.offset, "b_off": boff, "c_off": C.offset,
+            **({} if mr is None else {"mr": mr})}))
         return True
 
 

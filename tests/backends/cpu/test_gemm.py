@@ -377,3 +377,42 @@ def test_bad_inputs_are_refused():
         GemmConfig.for_host(nr=LANES + 1)
     with pytest.raises(CompileError):
         Epilogue.clip(2.0, 1.0)
+
+
+# ---- the register tile's rows chosen for M -------------------------------------------------------
+def test_row_tile_follows_m_only_where_14_rows_pad_much():
+    cfg = GemmConfig.for_lanes(16)
+    assert cfg.mr == 14
+    assert cfg.for_rows(64).mr == 8 and cfg.for_rows(128).mr == 8 and cfg.for_rows(16).mr == 8
+    assert cfg.for_rows(1024).mr == 14 and cfg.for_rows(49).mr == 14 and cfg.for_rows(784).mr == 14
+    assert cfg.for_rows(2).mr == 14                         # GEMV rows: no tile at all
+    assert cfg.for_rows(64).nr == cfg.nr                    # B's packed layout is kept
+    assert GemmConfig.for_lanes(8).for_rows(64).mr == 6     # the 16-register tile is not changed
+
+
+@pytest.mark.parametrize("M,N,K", [(64, 100, 70), (16, 33, 300), (128, 40, 20)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_eight_row_tile_matches_numpy(M, N, K, threads):
+    cfg = GemmConfig.for_lanes(LANES).for_rows(M)
+    if cfg.mr != 8:
+        pytest.skip("the 8-row tile is chosen with 16-lane vectors only")
+    a, b = rand(M, K), rand(K, N, seed=1)
+    np.testing.assert_allclose(build(cfg, parallel=True)(a, b, num_threads=threads), a @ b, rtol=1e-4, atol=1e-4)
+    g = build(cfg, packed_b=True, parallel=True)
+    np.testing.assert_allclose(g(a, g.kernel.pack_b(b), num_threads=threads), a @ b, rtol=1e-4, atol=1e-4)
+
+
+def test_a_model_with_64_rows_gets_the_eight_row_gemm():
+    import irgraph
+    from onnx import TensorProto, helper
+    w = rand(96, 40, seed=3)
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "mm",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 96])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 40])],
+                          [helper.make_tensor("w", TensorProto.FLOAT, w.shape, w.ravel())])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    cm = irgraph.compile(m, target="cpu")
+    x = rand(64, 96, seed=4)
+    np.testing.assert_allclose(cm(x), x @ w, rtol=1e-4, atol=1e-4)
+    if LANES == 16:
+        assert "_r8" in cm._run.last.llvm_ir
