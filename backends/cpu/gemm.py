@@ -75,8 +75,7 @@ from irgraph.errors import CompileError, InputError
 
 from . import llvm_target, threads
 from .native_kernel import NativeKernel, aligned_zeros, round_up_to
-# the IR helpers lived here first (conv_direct, threads ... import some of them from here)
-from .vector_ir import (ACTIVATIONS, F32, I1, I32, I64, PTR, VOID, VecOps, align_up,  # noqa: F401
+from .vector_ir import (ACTIVATIONS, F32, I1, I32, I64, PTR, VOID, VecOps, align_up,
                         carried_loop, fptr, for_range, function, i64, if_then, imax, imin, keep_null,
                         round_up, split_rows_or_columns)
 
