@@ -159,6 +159,9 @@ class LowerCtx:
                 st = Store(d2.buf, d2.flat([v]), cast_to(t2.at([v]), d2.dtype))
                 self.body.append(Loop(v, shape[0], "parallel" if parallel else "vector", [st]))
                 return
+            transpose = getattr(self.templates, "transpose2d", None)
+            if transpose is not None and transpose(self, t2, d2):
+                return                # a materialized transpose, in register-transposed blocks
             o, j = self.var(), self.var()
             idx = delinearize(o, shape[:-1]) + [j]
             st = Store(d2.buf, d2.flat(idx), cast_to(t2.at(idx), d2.dtype))

@@ -141,6 +141,18 @@ def register_extern(names, emit) -> None:
         EXTERN_EMITTERS[n] = emit
 
 
+def _emit_transpose(gen, s: ExternCall) -> None:
+    from .native_kernel import module_variant
+    from .transpose import TransposeKernel
+    a, nt = s.attrs, gen.mg.num_threads
+    fn = module_variant(gen.mg, "_transposes", a["lanes"],
+                        lambda: (TransposeKernel(a["lanes"], parallel=nt > 1), "irg_transpose"))
+    src, dst = s.args
+    ints = [a[k] for k in ("nb", "na", "lds", "ldd", "batch", "sbs", "sbd")] + [nt]
+    gen.b.call(fn, [extern_ptr(gen, src, a["src_off"]), extern_ptr(gen, dst, a["dst_off"])]
+               + [ir.Constant(I64, int(v)) for v in ints])
+
+
 def extern_ptr(gen, buf, off):
     """A pointer to element ``off`` of an ExternCall buffer argument (NULL for an absent one)."""
     if buf is None:
@@ -149,6 +161,9 @@ def extern_ptr(gen, buf, off):
     if not off:
         return p
     return gen.b.gep(p, [ir.Constant(I64, int(off))], inbounds=True, source_etype=mem_type(buf.dtype))
+
+
+register_extern("transpose2d", _emit_transpose)
 
 
 class _FnGen:
@@ -375,6 +390,19 @@ class CpuTemplates:
 
     def __init__(self, num_threads: int = 1):
         self.num_threads = num_threads
+
+    def transpose2d(self, ctx, t, dest) -> bool:
+        """Store view ``t`` into ``dest`` as a blocked transpose (backends/cpu/transpose.py) when
+        the copy is one; False leaves it to the generic loop nest."""
+        from ..kernel_ir import ExternCall
+        from . import llvm_target
+        from .transpose import plan
+        lanes = llvm_target.host_cpu().f32_lanes
+        attrs = plan(t, dest, lanes)
+        if attrs is None:
+            return False
+        ctx.body.append(ExternCall("transpose2d", [t.buf, dest.buf], {**attrs, "lanes": lanes}))
+        return True
 
     def direct_conv(self, x_shape, w_shape, plan):
         """The direct convolution kernel for this float32 2-D conv when it pays (else None)."""
