@@ -624,10 +624,12 @@ class LLVMScalar(ScalarBuilder):
         return ir.Constant(F32, float(v))
 
     def _poly(self, x, coeffs):
-        b = self.b
+        """Horner's rule with ``llvm.fmuladd`` (one FMA a step where the target has it: half the
+        instructions and half the latency of mul + add; each step rounds once, not twice)."""
+        fma = self._intrin("fmuladd", F32, 3)
         acc = self._fc(coeffs[0])
         for c in coeffs[1:]:
-            acc = b.fadd(b.fmul(acc, x), self._fc(c))
+            acc = self._call(fma, [acc, x, self._fc(c)])
         return acc
 
     def _exp32(self, x):
