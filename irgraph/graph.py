@@ -12,7 +12,6 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .dtype import DType
-from .errors import ShapeError, IrgraphError
 from .types import TensorType
 
 

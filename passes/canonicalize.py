@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from irgraph.dtype import DType
-from irgraph.graph import Graph, Node, Value
+from irgraph.graph import Graph, Value
 from irgraph.ops.evaluate import known_value
 
 from .registry import register_pass

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from irgraph.graph import Graph, Node, Value
+from irgraph.graph import Graph, Node
 from irgraph.ops.evaluate import known_value
 from irgraph.ops.registry import get_op
 from irgraph.types import TensorType

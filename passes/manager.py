@@ -11,7 +11,6 @@ re-raised naming the pass.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 
 from irgraph.errors import IrgraphError, CompileError

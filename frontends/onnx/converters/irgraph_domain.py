@@ -6,7 +6,6 @@ graph attributes as subgraphs).
 """
 from __future__ import annotations
 
-import onnx
 
 from irgraph.dtype import DType
 from irgraph.ops.registry import get_op

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import traceback
 import warnings
-from collections import Counter, defaultdict
+from collections import Counter
 
 import numpy as np
 
